@@ -1,0 +1,450 @@
+"""Image-property checks: readers of the one decode pass (:mod:`imgaudit.decode`).
+
+Every check here reads ``ctx.records`` only, so they cost nothing beyond the shared
+decode pass. Scores follow the contract (float in [0, 1], lower = worse). Unless a
+check says otherwise its score is a *ratio to twice the threshold*, clipped to
+[0, 1]: an image exactly at the threshold scores 0.5, so ``score < 0.5`` and the
+issue flag agree.
+
+Unreadable images (``records.ok`` False) have no pixels to judge: every check but
+``unreadable`` reports them as not an issue with score 1.0 ("not applicable"),
+so that one broken file is counted once, under ``unreadable``.
+
+The non-tabular property summary (resolution histograms overall and per class,
+class counts, imbalance) is built by :func:`properties_info`; the
+``low_resolution`` check stores it in its own ``info`` (so ``result.info`` carries
+it under ``"low_resolution"``), and the orchestrator may also call it directly to
+fill ``result.info["properties"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..columns import extra_col, issue_col, score_col
+from .base import Check, clip01
+
+if TYPE_CHECKING:
+    from ..context import AuditContext
+
+#: short-side histogram bin edges (pixels); the last bin is open-ended
+SHORT_SIDE_BINS: tuple[int, ...] = (0, 32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512, 768, 1024, 2048)
+
+
+def _ok(records: pd.DataFrame) -> np.ndarray:
+    return records["ok"].to_numpy(dtype=bool)
+
+
+def _frame(
+    ctx: AuditContext, name: str, issue: np.ndarray, score: np.ndarray, ok: np.ndarray
+) -> pd.DataFrame:
+    """Assemble the two contract columns; unreadable rows -> (False, 1.0)."""
+    issue = np.where(ok, issue, False).astype(bool)
+    score = np.where(ok, np.nan_to_num(clip01(score), nan=1.0), 1.0)
+    return pd.DataFrame({issue_col(name): issue, score_col(name): score}, index=ctx.paths)
+
+
+def _ratio_score(value: np.ndarray, threshold: float) -> np.ndarray:
+    """``value / (2 * threshold)`` clipped to [0, 1]: 0.5 exactly at the threshold."""
+    return clip01(np.asarray(value, dtype=float) / (2.0 * threshold))
+
+
+class Unreadable(Check):
+    """Files that could not be decoded: corrupt, truncated, zero-byte, not an image,
+    decompression bomb, missing, symlink loop, path outside the root...
+
+    Score 0.0 for unreadable files, 1.0 otherwise. Extra ``unreadable_reason``: why
+    (``None`` for readable files).
+    """
+
+    name: ClassVar[str] = "unreadable"
+
+    @dataclasses.dataclass
+    class Params:
+        """No hyperparameters."""
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        ok = _ok(rec)
+        df = pd.DataFrame(
+            {
+                issue_col(self.name): ~ok,
+                score_col(self.name): ok.astype(float),
+                extra_col(self.name, "reason"): rec["error"].where(~rec["ok"], None),
+            },
+            index=ctx.paths,
+        )
+        reasons = rec.loc[~ok, "error"].astype(str)
+        # group reasons by their leading phrase so the summary stays short
+        kinds = reasons.str.split(":", n=1).str[0].value_counts()
+        self.info = {"num_unreadable": int((~ok).sum()), "reasons": {str(k): int(v) for k, v in kinds.items()}}
+        return df
+
+
+class LowResolution(Check):
+    """Short side (as displayed) below the size the model trains at: these images
+    get upsampled by ``Resize(size)``.
+
+    Score ``min(1, short_side / (ratio * size))``. ``info`` holds the property
+    summary of :func:`properties_info` (resolution histograms, class counts).
+    """
+
+    name: ClassVar[str] = "low_resolution"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        ratio
+            Flag images whose short side is below ``ratio * config.size``
+            (1.0: anything that will be upsampled).
+        """
+
+        ratio: float = 1.0
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        ok = _ok(rec)
+        target = self.params.ratio * ctx.config.size
+        short = np.minimum(rec["width"].to_numpy(float), rec["height"].to_numpy(float))
+        issue = short < target
+        score = short / target
+        self.info = properties_info(rec, ctx.labels, ctx.config.size)
+        self.info["target_short_side"] = float(target)
+        return _frame(ctx, self.name, issue, score, ok)
+
+
+class OddAspectRatio(Check):
+    """A square centre crop (fastai's default ``Resize``) would cut away a large
+    share of the image.
+
+    The share cut is ``1 - short / long``; score ``short / long`` (the share kept).
+    """
+
+    name: ClassVar[str] = "odd_aspect_ratio"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        max_cut
+            Flag images that lose more than this share to a square centre crop
+            (0.5: wider or taller than 2:1).
+        """
+
+        max_cut: float = 0.5
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        ok = _ok(rec)
+        w, h = rec["width"].to_numpy(float), rec["height"].to_numpy(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kept = np.minimum(w, h) / np.maximum(w, h)
+        issue = (1.0 - kept) > self.params.max_cut
+        return _frame(ctx, self.name, issue, kept, ok)
+
+
+class OddSize(Check):
+    """Area far outside the dataset's own size distribution.
+
+    Robust z-score of log(area): ``z = (log a - median) / max(1.4826 * MAD,
+    min_sigma)``. Score ``0.5 ** ((z / z_threshold) ** 2)`` (0.5 at the threshold).
+    Extra ``odd_size_zscore`` (signed: negative = smaller than usual).
+    """
+
+    name: ClassVar[str] = "odd_size"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        z_threshold
+            Flag images with ``|z| > z_threshold``.
+        min_sigma
+            Floor on the robust spread of log(area), so that a dataset of
+            identically sized images does not flag a 1-pixel difference
+            (0.25: with identical sizes, an area ratio above e = 2.7x is flagged).
+        """
+
+        z_threshold: float = 4.0
+        min_sigma: float = 0.25
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        ok = _ok(rec)
+        area = rec["width"].to_numpy(float) * rec["height"].to_numpy(float)
+        z = np.zeros(len(rec))
+        if ok.any():
+            la = np.log(np.maximum(area[ok], 1.0))
+            med = float(np.median(la))
+            mad = float(np.median(np.abs(la - med)))
+            sigma = max(1.4826 * mad, self.params.min_sigma)
+            z[ok] = (la - med) / sigma
+            self.info = {"median_area": float(math.exp(med)), "log_area_sigma": sigma}
+        issue = np.abs(z) > self.params.z_threshold
+        score = np.power(0.5, (z / self.params.z_threshold) ** 2)
+        df = _frame(ctx, self.name, issue, score, ok)
+        df[extra_col(self.name, "zscore")] = np.where(ok, z, np.nan)
+        return df
+
+
+class Grayscale(Check):
+    """Judged from the pixels: RGB files whose three channels are (nearly) equal count.
+
+    Statistic: 99th percentile over pixels of ``(max(R,G,B) - min(R,G,B)) / 255``
+    (``chroma_p99``), at the decode pass's statistics scale. Tolerates the small
+    channel differences JPEG compression leaves in gray content.
+    """
+
+    name: ClassVar[str] = "grayscale"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        max_chroma
+            Flag images whose ``chroma_p99`` is at most this (0.04 ~ 10 grey levels).
+        """
+
+        max_chroma: float = 0.04
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        chroma = rec["chroma_p99"].to_numpy(float)
+        issue = chroma <= self.params.max_chroma
+        return _frame(ctx, self.name, issue, _ratio_score(chroma, self.params.max_chroma), _ok(rec))
+
+
+class Dark(Check):
+    """Too dark: even the brightest 1% of pixels are dim.
+
+    Statistic: 99th percentile of luminance / 255 (``brightness_p99``).
+    """
+
+    name: ClassVar[str] = "dark"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        threshold
+            Flag images whose ``brightness_p99`` is below this.
+        """
+
+        threshold: float = 0.25
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        b = rec["brightness_p99"].to_numpy(float)
+        issue = b < self.params.threshold
+        return _frame(ctx, self.name, issue, _ratio_score(b, self.params.threshold), _ok(rec))
+
+
+class Light(Check):
+    """Washed out / overexposed: even the darkest 5% of pixels are bright.
+
+    Statistic: ``darkness = 1 - brightness_p05`` (5th percentile of luminance / 255).
+    """
+
+    name: ClassVar[str] = "light"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        threshold
+            Flag images whose ``1 - brightness_p05`` is below this (0.15: the
+            darkest 5% of pixels are brighter than 85% white).
+        """
+
+        threshold: float = 0.15
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        d = 1.0 - rec["brightness_p05"].to_numpy(float)
+        issue = d < self.params.threshold
+        return _frame(ctx, self.name, issue, _ratio_score(d, self.params.threshold), _ok(rec))
+
+
+class Blurry(Check):
+    """Little fine detail relative to the image's contrast.
+
+    Statistic ``sharpness``: standard deviation of the 4-neighbour Laplacian divided
+    by the standard deviation of the grey image, at the decode pass's statistics
+    scale (short side 128 px, never upsampled). Dividing by contrast keeps a dim but
+    sharp image from looking blurry. Near-constant images (grey std below
+    ``min_contrast``) have nothing to be sharp about: not applicable (score 1.0);
+    ``low_information`` flags them.
+    """
+
+    name: ClassVar[str] = "blurry"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        threshold
+            Flag images whose ``sharpness`` is below this (sharp photos score
+            0.3-2; a Gaussian blur of sigma 1 px at the statistics scale brings
+            typical photos to 0.1-0.2; upscaled 8x8 digits score ~0.06).
+        min_contrast
+            Grey-level standard deviation (0-1 scale) below which the check does
+            not apply.
+        """
+
+        threshold: float = 0.15
+        min_contrast: float = 0.02
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        s = rec["sharpness"].to_numpy(float)
+        applies = rec["gray_std"].to_numpy(float) >= self.params.min_contrast
+        issue = applies & (s < self.params.threshold)
+        score = np.where(applies, _ratio_score(s, self.params.threshold), 1.0)
+        return _frame(ctx, self.name, issue, score, _ok(rec))
+
+
+class LowInformation(Check):
+    """Blank or nearly blank images: low entropy of the grey-level histogram.
+
+    Statistic ``entropy``: Shannon entropy (bits) of the 256-bin grey histogram / 8,
+    in [0, 1].
+    """
+
+    name: ClassVar[str] = "low_information"
+
+    @dataclasses.dataclass
+    class Params:
+        """
+        Parameters
+        ----------
+        threshold
+            Flag images whose normalised entropy is below this (0.15: 1.2 bits,
+            e.g. a blank or two-tone image; photos score 0.6-0.97, a logo on a
+            plain background ~0.2).
+        """
+
+        threshold: float = 0.15
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        rec = ctx.records
+        e = rec["entropy"].to_numpy(float)
+        issue = e < self.params.threshold
+        return _frame(ctx, self.name, issue, _ratio_score(e, self.params.threshold), _ok(rec))
+
+
+PROPERTY_CHECKS: list[type[Check]] = [
+    Unreadable,
+    LowResolution,
+    OddAspectRatio,
+    OddSize,
+    Grayscale,
+    Dark,
+    Light,
+    Blurry,
+    LowInformation,
+]
+
+
+# -- the non-tabular property summary ---------------------------------------------------
+
+
+def _histogram(short: np.ndarray) -> dict[str, Any]:
+    edges = np.asarray(SHORT_SIDE_BINS + (np.inf,), dtype=float)
+    counts, _ = np.histogram(short, bins=edges)
+    labels = [
+        f"{int(lo)}-{int(hi) - 1}" if np.isfinite(hi) else f">={int(lo)}"
+        for lo, hi in zip(edges[:-1], edges[1:])
+    ]
+    return {"bins": labels, "edges": [int(e) for e in SHORT_SIDE_BINS], "counts": [int(c) for c in counts]}
+
+
+def _describe(x: np.ndarray) -> dict[str, float | None]:
+    if len(x) == 0:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(x.min()), "median": float(np.median(x)), "max": float(x.max())}
+
+
+def properties_info(records: pd.DataFrame, labels: pd.Series | None, size: int) -> dict[str, Any]:
+    """Resolution histograms (overall and per class), class counts and imbalance.
+
+    Parameters
+    ----------
+    records
+        ``DecodeOutput.records`` (uses ``ok``, ``width``, ``height``).
+    labels
+        Per-image labels aligned with ``records`` (``None``: unlabeled data).
+    size
+        The training size (short side) the histograms are read against.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``target_size``, ``num_images``, ``num_readable``,
+        ``short_side`` (overall histogram: ``bins``, ``edges``, ``counts``),
+        ``below_target`` (count and share of readable images whose short side is
+        below ``size``), ``width``/``height``/``short_side_stats`` (min, median, max),
+        ``per_class`` ({class: {count, readable, short_side, below_target}}),
+        ``class_counts``, ``imbalance_ratio`` (largest class / smallest class) and
+        ``unlabeled`` (images without a label).
+
+    Examples
+    --------
+    >>> info = properties_info(ctx.records, ctx.labels, 224)  # doctest: +SKIP
+    >>> info["short_side"]["counts"]  # doctest: +SKIP
+    """
+    ok = records["ok"].to_numpy(dtype=bool)
+    w = records["width"].to_numpy(float)
+    h = records["height"].to_numpy(float)
+    short = np.minimum(w, h)
+    out: dict[str, Any] = {
+        "target_size": int(size),
+        "num_images": int(len(records)),
+        "num_readable": int(ok.sum()),
+        "short_side": _histogram(short[ok]),
+        "below_target": {
+            "count": int((short[ok] < size).sum()),
+            "share": float((short[ok] < size).mean()) if ok.any() else 0.0,
+        },
+        "width_stats": _describe(w[ok]),
+        "height_stats": _describe(h[ok]),
+        "short_side_stats": _describe(short[ok]),
+    }
+    if labels is None:
+        out.update(per_class={}, class_counts={}, imbalance_ratio=None, unlabeled=int(len(records)))
+        return out
+    lab = labels.reindex(records.index)
+    has = lab.notna().to_numpy()
+    per_class: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for cls in sorted(lab[has].astype(str).unique()):
+        m = (lab.astype(str) == cls).to_numpy() & has
+        mo = m & ok
+        counts[cls] = int(m.sum())
+        per_class[cls] = {
+            "count": int(m.sum()),
+            "readable": int(mo.sum()),
+            "short_side": _histogram(short[mo]),
+            "short_side_stats": _describe(short[mo]),
+            "below_target": int((short[mo] < size).sum()),
+        }
+    nonzero = [c for c in counts.values() if c > 0]
+    out.update(
+        per_class=per_class,
+        class_counts=counts,
+        imbalance_ratio=(max(nonzero) / min(nonzero)) if nonzero else None,
+        unlabeled=int((~has).sum()),
+    )
+    return out

@@ -1,0 +1,546 @@
+"""Rotation and flip probe: is rotation/flip augmentation safe, and which images are rotated?
+
+Every image is predicted, under each *view* (identity, right-angle rotations, flips and
+small rotations), by the out-of-fold model that never trained on it (see
+:meth:`imgaudit.training.OOF.predict_views`). Those models were trained without rotations
+and flips, so how their accuracy holds up under a view measures how much the label
+depends on that transform:
+
+- a view after which the model still recognises the given labels (accuracy retained
+  relative to the identity view) is **safe** as a training augmentation: the data looks
+  the same either way, and augmenting with it teaches the model nothing false;
+- a view that destroys the accuracy (upright garments turned sideways, a "6" turned into
+  a "9") is **unsafe**: the orientation carries information the model uses;
+- between the two, or with too little evidence, the verdict is **unclear**.
+
+The same predictions find images that are themselves rotated: an image whose given label
+is far more probable under a right-angle rotation than as stored (a sideways photo, a
+lost EXIF orientation) is flagged, with the rotation that uprights it.
+
+Angle convention: every angle here is in **degrees counter-clockwise**, as in PIL's
+``Image.rotate(angle)``. The view ``rot90`` is ``img.transpose(Image.Transpose.ROTATE_90)``
+(= ``img.rotate(90, expand=True)``), and ``rotation_suggested == 90`` means
+``img.rotate(90, expand=True)`` brings the image upright.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..columns import extra_col, issue_col, score_col
+from .base import Check, SkipCheck
+
+if TYPE_CHECKING:
+    from ..context import AuditContext
+
+logger = logging.getLogger(__name__)
+
+#: the view that leaves the image alone; every other view is compared with it
+IDENTITY = "identity"
+#: right-angle rotations, name -> degrees counter-clockwise
+RIGHT_ANGLES: dict[str, int] = {"rot90": 90, "rot180": 180, "rot270": 270}
+FLIPS: tuple[str, ...] = ("flip_h", "flip_v")
+
+VERDICTS = ("safe", "unsafe", "unclear")
+
+_EPS = 1e-7
+
+
+# ---------------------------------------------------------------------------------------
+# views
+# ---------------------------------------------------------------------------------------
+def small_rotation_name(angle: float) -> str:
+    """Name of the small-rotation view by ``angle`` degrees counter-clockwise: ``rot+10``."""
+    return f"rot{angle:+g}"
+
+
+def rotate_reflect(img: Image.Image, angle: float) -> Image.Image:
+    """Rotate ``img`` by ``angle`` degrees counter-clockwise about its centre, same size.
+
+    The corners the rotation uncovers are filled by reflection, as fastai's ``Rotate``
+    does (``F.grid_sample(padding_mode="reflection", align_corners=True)`` mirrors about
+    the centres of the edge pixels, which is ``scipy.ndimage``'s ``"mirror"`` mode), with
+    bilinear interpolation. Black corners would be a cue the model could read as
+    "rotated"; fastai never shows a model black corners by default, so neither do we.
+    """
+    from scipy import ndimage
+
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float32)
+    # axes=(1, 0) with a positive angle turns the picture counter-clockwise as displayed
+    # (row 0 at the top), matching PIL's Image.rotate.
+    out = ndimage.rotate(arr, angle, axes=(1, 0), reshape=False, order=1, mode="mirror")
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode=img.mode)
+
+
+def _identity(img: Image.Image) -> Image.Image:
+    return img
+
+
+def _transpose(method: Image.Transpose) -> Callable[[Image.Image], Image.Image]:
+    def view(img: Image.Image) -> Image.Image:
+        return img.transpose(method)
+
+    return view
+
+
+def _small_rotation(angle: float) -> Callable[[Image.Image], Image.Image]:
+    def view(img: Image.Image) -> Image.Image:
+        return rotate_reflect(img, angle)
+
+    return view
+
+
+def make_views(small_angles: Sequence[float] = (10, 30)) -> dict[str, Callable[[Image.Image], Image.Image]]:
+    """The probe's views as PIL callables, keyed by view name.
+
+    ``identity``, ``rot90``/``rot180``/``rot270`` (lossless, counter-clockwise),
+    ``flip_h`` (mirror left-right), ``flip_v`` (upside-down mirror), and for each
+    ``a`` in ``small_angles`` the views ``rot+a`` and ``rot-a`` (:func:`rotate_reflect`).
+    """
+    views: dict[str, Callable[[Image.Image], Image.Image]] = {
+        IDENTITY: _identity,
+        "rot90": _transpose(Image.Transpose.ROTATE_90),
+        "rot180": _transpose(Image.Transpose.ROTATE_180),
+        "rot270": _transpose(Image.Transpose.ROTATE_270),
+        "flip_h": _transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "flip_v": _transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    }
+    for a in small_angles:
+        a = abs(float(a))
+        if a == 0 or a % 90 == 0:
+            raise ValueError(f"small rotation angles must not be multiples of 90, got {a}")
+        views[small_rotation_name(a)] = _small_rotation(a)
+        views[small_rotation_name(-a)] = _small_rotation(-a)
+    return views
+
+
+def view_family(view: str) -> str:
+    """``"right_angle"``, ``"flip_h"``, ``"flip_v"``, ``"small_rotation"`` or ``"identity"``."""
+    if view == IDENTITY:
+        return "identity"
+    if view in RIGHT_ANGLES:
+        return "right_angle"
+    if view in FLIPS:
+        return view
+    if re.fullmatch(r"rot[+-]\d+(\.\d+)?", view):
+        return "small_rotation"
+    raise ValueError(f"unknown view {view!r}")
+
+
+# Augmentations named in OOF.train_transforms that make a view's probe meaningless: a
+# model trained with the transform is invariant to it by construction.
+_TRAINED_PATTERNS: dict[str, re.Pattern[str]] = {
+    "right_angle": re.compile(r"dihedral|rot(ate|ation)?_?90|rot90|rotate\(90", re.I),
+    "small_rotation": re.compile(r"rotat|dihedral|max_rotate", re.I),
+    "flip_v": re.compile(r"dihedral|flip_?vert|vflip|vertical|flip_?v\b|top_?bottom", re.I),
+    "flip_h": re.compile(r"dihedral|\bflip\b|flipitem|hflip|horizontal|flip_?h\b|left_?right", re.I),
+}
+
+
+def trained_families(train_transforms: Sequence[str]) -> set[str]:
+    """View families the fold models were trained with, read from their transform names."""
+    found: set[str] = set()
+    for t in train_transforms:
+        for fam, pat in _TRAINED_PATTERNS.items():
+            if pat.search(str(t)):
+                found.add(fam)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# statistics (pure functions over probability arrays)
+# ---------------------------------------------------------------------------------------
+def mean_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise KL(p || q) in nats, with probabilities clipped away from 0."""
+    p = np.clip(p, _EPS, 1.0)
+    q = np.clip(q, _EPS, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    q = q / q.sum(axis=1, keepdims=True)
+    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
+
+
+def retention(
+    correct_id: np.ndarray,
+    correct_view: np.ndarray,
+    chance: float,
+    z: float,
+) -> dict[str, float]:
+    """How much of the above-chance accuracy a view keeps, with a paired interval.
+
+    ``retention = (acc_view - chance) / (acc_identity - chance)``: 1 when the view costs
+    nothing, 0 when it drops the model to chance. The interval comes from the paired
+    per-image differences ``correct_id - correct_view`` (normal approximation, ``z``
+    standard errors); the identity accuracy is treated as known.
+    """
+    n = int(correct_id.size)
+    acc0 = float(correct_id.mean()) if n else float("nan")
+    accv = float(correct_view.mean()) if n else float("nan")
+    margin = acc0 - chance
+    out = {"n": n, "accuracy": accv, "accuracy_identity": acc0, "chance": chance}
+    if n == 0 or margin <= 0:
+        out.update(retention=float("nan"), retention_low=float("nan"), retention_high=float("nan"))
+        return out
+    d = correct_id.astype(float) - correct_view.astype(float)
+    drop = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
+    out.update(
+        retention=1.0 - drop / margin,
+        retention_low=1.0 - (drop + z * se) / margin,
+        retention_high=1.0 - (drop - z * se) / margin,
+    )
+    return out
+
+
+def verdict(stats: Mapping[str, float], safe_retention: float, unsafe_retention: float,
+            min_identity_margin: float) -> tuple[str, str]:
+    """``("safe"|"unsafe"|"unclear", evidence)`` from :func:`retention` statistics."""
+    n = stats["n"]
+    acc0, accv, chance = stats["accuracy_identity"], stats["accuracy"], stats["chance"]
+    if n == 0:
+        return "unclear", "no labeled image with a prediction"
+    if not acc0 - chance >= min_identity_margin:
+        return "unclear", (
+            f"identity accuracy {acc0:.3f} is within {min_identity_margin} of chance "
+            f"({chance:.3f}): the model learned too little to tell"
+        )
+    r, lo, hi = stats["retention"], stats["retention_low"], stats["retention_high"]
+    ev = (
+        f"accuracy {accv:.3f} vs {acc0:.3f} as stored (chance {chance:.3f}): retains "
+        f"{r:.0%} of the above-chance accuracy (interval {lo:.0%}..{hi:.0%}, n={n})"
+    )
+    if r >= safe_retention and lo >= unsafe_retention:
+        return "safe", f"{ev}; >= {safe_retention:.0%} needed for safe"
+    if r < unsafe_retention and hi < safe_retention:
+        return "unsafe", f"{ev}; < {unsafe_retention:.0%} is unsafe"
+    return "unclear", (
+        f"{ev}; between the thresholds ({unsafe_retention:.0%} unsafe, {safe_retention:.0%} "
+        "safe) or too uncertain"
+    )
+
+
+def class_pairs(
+    labels: np.ndarray,
+    pred_id: np.ndarray,
+    pred_view: np.ndarray,
+    classes: Sequence[str],
+    min_count: int,
+    min_fraction: float,
+    max_pairs: int,
+) -> list[dict[str, Any]]:
+    """Class pairs a view turns into each other.
+
+    Among images whose identity prediction equals their given label, count how often the
+    view's prediction is another class ``b`` for each given class ``a``. Pairs seen at
+    least ``min_count`` times and in at least ``min_fraction`` of class ``a``'s correctly
+    predicted images are returned, most frequent first.
+    """
+    k = len(classes)
+    ok = (pred_id == labels) & (pred_view != labels)
+    base = np.bincount(labels[pred_id == labels], minlength=k)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (labels[ok], pred_view[ok]), 1)
+    rows = []
+    for a, b in zip(*np.nonzero(counts), strict=True):
+        c = int(counts[a, b])
+        frac = c / max(int(base[a]), 1)
+        if c >= min_count and frac >= min_fraction:
+            rows.append({"from": classes[a], "to": classes[b], "count": c, "fraction": frac})
+    rows.sort(key=lambda r: (-r["count"], r["from"], r["to"]))
+    return rows[:max_pairs]
+
+
+def probe_statistics(
+    view_probs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    params: RotationCheck.Params,
+    trained_with: set[str] | None = None,
+) -> dict[str, Any]:
+    """Dataset- and class-level findings of the probe (JSON-serialisable).
+
+    Parameters
+    ----------
+    view_probs
+        ``{view: (N, K) probabilities}``; must contain ``"identity"``. Rows that are NaN
+        in any view, and rows with ``labels < 0``, are left out.
+    labels
+        ``int`` (N,) given label index per image, -1 where unlabeled.
+    classes
+        Class names, the column order of the probabilities.
+    params
+        Thresholds (:class:`RotationCheck.Params`).
+    trained_with
+        View families the models were trained with (:func:`trained_families`): their
+        views get an ``"unclear"`` verdict, since the models are invariant by training.
+
+    Returns
+    -------
+    dict
+        ``views`` (per view: accuracy, accuracy_identity, retention and its interval,
+        agreement with the identity prediction, mean KL divergence from it, verdict,
+        evidence), ``per_class`` (``{class: {view: same statistics}}``), ``pairs``
+        (``{view: [{"from", "to", "count", "fraction"}]}``), ``verdicts``
+        (``{view: verdict}``), ``sensitive``, ``thresholds``.
+    """
+    if IDENTITY not in view_probs:
+        raise ValueError("view_probs must contain the 'identity' view")
+    trained_with = trained_with or set()
+    labels = np.asarray(labels)
+    k = len(classes)
+    p0 = np.asarray(view_probs[IDENTITY], dtype=float)
+    usable = labels >= 0
+    for p in view_probs.values():
+        usable &= np.isfinite(np.asarray(p, dtype=float)).all(axis=1)
+    y = labels[usable]
+    p0u = p0[usable]
+    pred0 = p0u.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
+    correct0 = pred0 == y
+    # Chance is a uniform guess; a view that wrecks the image drives accuracy towards it.
+    chance = 1.0 / k if k else 0.0
+    thr = dict(
+        safe_retention=params.safe_retention,
+        unsafe_retention=params.unsafe_retention,
+        z=params.z,
+        min_identity_margin=params.min_identity_margin,
+        min_class_count=params.min_class_count,
+    )
+
+    views: dict[str, Any] = {}
+    per_class: dict[str, dict[str, Any]] = {c: {} for c in classes}
+    pairs: dict[str, list[dict[str, Any]]] = {}
+    verdicts: dict[str, str] = {}
+    for name, probs in view_probs.items():
+        if name == IDENTITY:
+            continue
+        fam = view_family(name)
+        pv = np.asarray(probs, dtype=float)[usable]
+        predv = pv.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
+        correctv = predv == y
+        kl = mean_kl(p0u, pv) if len(y) else np.zeros(0)
+        st = retention(correct0, correctv, chance, params.z)
+        st["agreement"] = float((predv == pred0).mean()) if len(y) else float("nan")
+        st["mean_kl"] = float(kl.mean()) if len(y) else float("nan")
+        v, ev = verdict(st, params.safe_retention, params.unsafe_retention, params.min_identity_margin)
+
+        unsafe_classes = []
+        for ci, cname in enumerate(classes):
+            m = y == ci
+            cs = retention(correct0[m], correctv[m], chance, params.z)
+            cs["agreement"] = float((predv[m] == pred0[m]).mean()) if m.any() else float("nan")
+            cs["mean_kl"] = float(kl[m].mean()) if m.any() else float("nan")
+            if cs["n"] >= params.min_class_count:
+                cv, cev = verdict(cs, params.safe_retention, params.unsafe_retention,
+                                  params.min_identity_margin)
+            else:
+                cv, cev = "unclear", f"only {cs['n']} images (< {params.min_class_count})"
+            cs["verdict"], cs["evidence"] = cv, cev
+            per_class[cname][name] = cs
+            if cv == "unsafe":
+                unsafe_classes.append(cname)
+        # One class wrecked is enough: augmenting with the view would corrupt that class
+        # even when the dataset-wide accuracy barely moves.
+        if v != "unsafe" and unsafe_classes:
+            v = "unsafe"
+            ev = f"{ev}; but unsafe for class(es) {unsafe_classes}"
+        if fam in trained_with:
+            v = "unclear"
+            ev = f"the fold models were trained with this augmentation, so they are invariant to it by construction; {ev}"
+        st["family"] = fam
+        st["angle"] = _view_angle(name)
+        st["verdict"], st["evidence"] = v, ev
+        st["unsafe_classes"] = unsafe_classes
+        views[name] = st
+        verdicts[name] = v
+        pairs[name] = class_pairs(
+            y, pred0, predv, classes, params.min_pair_count, params.min_pair_fraction, params.max_pairs
+        )
+
+    sensitive = any(verdicts.get(n) == "unsafe" for n in RIGHT_ANGLES)
+    return {
+        "n_images": int(usable.sum()),
+        "accuracy_identity": float(correct0.mean()) if len(y) else float("nan"),
+        "views": views,
+        "per_class": per_class,
+        "pairs": pairs,
+        "verdicts": verdicts,
+        "sensitive": bool(sensitive),
+        "thresholds": thr,
+        "angle_convention": "degrees counter-clockwise, as PIL Image.rotate(angle)",
+    }
+
+
+def _view_angle(name: str) -> float | None:
+    if name in RIGHT_ANGLES:
+        return float(RIGHT_ANGLES[name])
+    if view_family(name) == "small_rotation":
+        return float(name[3:])
+    return None
+
+
+def find_rotated(
+    view_probs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    min_ratio: float,
+    min_view_prob: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images whose given label is far more probable after a right-angle rotation.
+
+    For image ``i`` with given label ``y``: ``p0 = P_identity(y)`` and ``pb = max`` of
+    ``P_view(y)`` over the right-angle views present. The image is flagged when
+    ``pb >= min_ratio * p0``, ``pb >= min_view_prob`` and the best view predicts ``y``.
+
+    Returns
+    -------
+    flag, score, suggested
+        ``flag`` bool (N,); ``score = p0 / (p0 + pb)`` in [0, 1] (lower = more likely
+        rotated; NaN where not computable); ``suggested`` int (N,): degrees
+        counter-clockwise (PIL ``Image.rotate``) that upright a flagged image, 0 elsewhere.
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    names = [v for v in RIGHT_ANGLES if v in view_probs]
+    if IDENTITY not in view_probs or not names:
+        raise ValueError("need the identity view and at least one right-angle view")
+    p0 = np.asarray(view_probs[IDENTITY], dtype=float)
+    stack = np.stack([np.asarray(view_probs[v], dtype=float) for v in names])  # (V, N, K)
+    ok = (labels >= 0) & np.isfinite(p0).all(axis=1) & np.isfinite(stack).all(axis=(0, 2))
+    yi = np.where(ok, labels, 0)
+    rows = np.arange(n)
+    p0y = p0[rows, yi]
+    pvy = stack[:, rows, yi]  # (V, N)
+    best = np.argmax(np.where(np.isfinite(pvy), pvy, -1.0), axis=0)
+    pb = pvy[best, rows]
+    best_pred = stack[best, rows].argmax(axis=1) if n else np.zeros(0, dtype=int)
+    score = np.full(n, np.nan)
+    score[ok] = (p0y[ok] + _EPS) / (p0y[ok] + pb[ok] + 2 * _EPS)
+    flag = ok & (pb >= min_ratio * p0y) & (pb >= min_view_prob) & (best_pred == yi)
+    angles = np.array([RIGHT_ANGLES[v] for v in names])
+    suggested = np.where(flag, angles[best], 0).astype(int)
+    return flag, score, suggested
+
+
+# ---------------------------------------------------------------------------------------
+# the check
+# ---------------------------------------------------------------------------------------
+class RotationCheck(Check):
+    """Rotation/flip sensitivity of the data (``info``) and images stored rotated.
+
+    Columns: ``is_rotation_issue``, ``rotation_score`` (``p0 / (p0 + pb)``, see
+    :func:`find_rotated`; lower = more likely rotated) and ``rotation_suggested``
+    (degrees counter-clockwise, as PIL ``Image.rotate(angle, expand=True)``, that bring
+    the image upright; 0 where not flagged).
+
+    The check is skipped (``SkipCheck``) without labels, without imgaudit's own fold
+    models (user-supplied ``pred_probs``), when the models were trained with right-angle
+    rotations, and when the data is rotation-invariant (no right-angle view unsafe: then
+    orientation carries no signal to find rotated images with). The dataset-level
+    findings are in ``info`` in every case the probe could run.
+    """
+
+    name: ClassVar[str] = "rotation"
+    requires: ClassVar[tuple[str, ...]] = ("oof",)
+
+    @dataclasses.dataclass
+    class Params:
+        """Hyperparameters of the rotation probe.
+
+        Parameters
+        ----------
+        small_angles
+            Small rotations probed, each as ``+a`` and ``-a`` degrees.
+        safe_retention
+            A view is "safe" when it keeps at least this share of the identity view's
+            above-chance accuracy (and the interval's low end stays >= ``unsafe_retention``).
+        unsafe_retention
+            A view is "unsafe" when it keeps less than this share (and the interval's
+            high end stays below ``safe_retention``); in between: "unclear".
+        z
+            Width of the paired interval on the retention, in standard errors.
+        min_identity_margin
+            Identity accuracy must exceed chance by this much for any verdict but "unclear".
+        min_class_count
+            Classes with fewer evaluated images get no per-class verdict ("unclear").
+        min_pair_count, min_pair_fraction, max_pairs
+            Class pairs (``a -> b``) reported per view: seen at least ``min_pair_count``
+            times and in at least ``min_pair_fraction`` of class ``a``; at most ``max_pairs``.
+        min_ratio
+            An image is flagged rotated when its given label is at least this many times
+            more probable under a right-angle rotation than as stored ...
+        min_view_prob
+            ... and at least this probable under that rotation (and its top class).
+        require_sensitive
+            Skip the per-image check unless some right-angle rotation is unsafe.
+        """
+
+        small_angles: tuple[float, ...] = (10, 30)
+        safe_retention: float = 0.9
+        unsafe_retention: float = 0.7
+        z: float = 2.0
+        min_identity_margin: float = 0.1
+        min_class_count: int = 20
+        min_pair_count: int = 3
+        min_pair_fraction: float = 0.1
+        max_pairs: int = 20
+        min_ratio: float = 10.0
+        min_view_prob: float = 0.5
+        require_sensitive: bool = True
+
+    def run(self, ctx: AuditContext) -> pd.DataFrame:
+        p = self.params
+        if ctx.labels is None:
+            raise SkipCheck("no labels: the probe measures accuracy against the given labels")
+        oof = ctx.oof
+        self.info["mode"] = oof.mode
+        self.info["train_transforms"] = list(oof.train_transforms)
+        if oof.mode == "user":
+            raise SkipCheck(
+                "user-supplied pred_probs: there are no fold models to predict rotated views with"
+            )
+        if not (oof.labels >= 0).any():
+            raise SkipCheck("no labeled readable image")
+        trained = trained_families(oof.train_transforms)
+        if trained:
+            warnings.warn(
+                f"the fold models were trained with {sorted(trained)} augmentation "
+                f"({list(oof.train_transforms)}); the probe cannot judge those views "
+                "(verdict 'unclear')",
+                stacklevel=2,
+            )
+        views = make_views(p.small_angles)
+        view_probs = oof.predict_views(views, progress=ctx.config.progress)
+        stats = probe_statistics(view_probs, oof.labels, oof.classes, p, trained)
+        self.info.update(stats)
+
+        if "right_angle" in trained:
+            raise SkipCheck(
+                "the fold models were trained with right-angle rotations: rotated images "
+                "look normal to them"
+            )
+        if p.require_sensitive and not stats["sensitive"]:
+            raise SkipCheck(
+                "no right-angle rotation is unsafe (verdicts: "
+                + ", ".join(f"{v}={stats['verdicts'][v]}" for v in RIGHT_ANGLES if v in stats["verdicts"])
+                + "): orientation carries no signal to find rotated images with"
+            )
+        flag, score, suggested = find_rotated(view_probs, oof.labels, p.min_ratio, p.min_view_prob)
+        self.info["n_flagged"] = int(flag.sum())
+        self.info["suggested_counts"] = {
+            str(a): int(((suggested == a) & flag).sum()) for a in RIGHT_ANGLES.values()
+        }
+        out = pd.DataFrame(index=ctx.paths)
+        out[issue_col(self.name)] = flag
+        out[score_col(self.name)] = score
+        out[extra_col(self.name, "suggested")] = suggested
+        return out

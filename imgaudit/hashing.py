@@ -1,0 +1,218 @@
+"""Perceptual hashes of the 8 dihedral views of an image, as uint64 codes.
+
+The decode pass calls :func:`compute_hashes` once per decoded image. Every kind
+returns a ``(8,)`` uint64 array: the hash of each dihedral view (identity, the three
+rotations, the two flips and the two diagonal reflections) in the column order of
+:data:`DIHEDRAL_VIEWS`. Column 0 is the image as given and is bit-identical to
+``imagehash`` (``int(str(imagehash.phash(img)), 16)``): bits are the hash matrix
+flattened row-major, most significant bit first.
+
+``phash`` computes all 8 views from ONE 32x32 DCT: mirroring a signal negates its
+odd-frequency DCT-II coefficients, and a transpose transposes the coefficient
+block, so every dihedral view of the 8x8 low-frequency block is a sign pattern
+and/or transpose of the original block. Only the median is recomputed per view.
+(The views are therefore the hash of the *transformed 32x32 grid*; the hash of an
+image transformed before resizing can differ by a bit or two for 90-degree
+rotations because PIL's separable resize rounds between its two passes.)
+
+The other kinds (``dhash``, ``whash``, ``ahash``) are not linear transforms of a
+small grid that commutes with the views, so their views are computed by transposing
+the grayscale image with PIL (cheap at decode scale) and hashing each one.
+
+Example
+-------
+>>> from PIL import Image
+>>> import numpy as np
+>>> img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+>>> h = compute_hashes(img, ("phash",))["phash"]
+>>> h.shape, h.dtype
+((8,), dtype('uint64'))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import scipy.fftpack
+from PIL import Image
+
+__all__ = [
+    "DIHEDRAL_VIEWS",
+    "DIHEDRAL_TRANSPOSE",
+    "HASH_KINDS",
+    "apply_view",
+    "compute_hashes",
+    "phash_views",
+    "bits_to_uint64",
+    "hamming",
+]
+
+#: Names of the 8 dihedral views, in the column order of every hash array.
+DIHEDRAL_VIEWS: tuple[str, ...] = (
+    "identity",
+    "rot90",  # 90 degrees counter-clockwise (PIL ROTATE_90)
+    "rot180",
+    "rot270",  # 90 degrees clockwise
+    "flip_h",  # mirror left-right
+    "flip_v",  # mirror top-bottom
+    "transpose",  # reflect about the main diagonal
+    "transverse",  # reflect about the anti-diagonal
+)
+
+#: The PIL transpose op producing each view (``None`` for the identity).
+DIHEDRAL_TRANSPOSE: dict[str, Image.Transpose | None] = {
+    "identity": None,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "flip_h": Image.Transpose.FLIP_LEFT_RIGHT,
+    "flip_v": Image.Transpose.FLIP_TOP_BOTTOM,
+    "transpose": Image.Transpose.TRANSPOSE,
+    "transverse": Image.Transpose.TRANSVERSE,
+}
+
+_HASH_SIZE = 8
+_HIGHFREQ = 4
+_DCT_SIZE = _HASH_SIZE * _HIGHFREQ  # 32, as imagehash.phash
+_LANCZOS = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS
+
+# How each view acts on the low-frequency DCT block D[u, v] (u: vertical frequency,
+# v: horizontal): optionally transpose, then multiply by (-1)^u and/or (-1)^v.
+# A left-right mirror x -> W-1-x multiplies DCT-II coefficient v by (-1)^v.
+#                    (transpose, negate odd rows u, negate odd columns v)
+_VIEW_ALGEBRA: dict[str, tuple[bool, bool, bool]] = {
+    "identity": (False, False, False),
+    "rot90": (True, True, False),  # np.rot90(P) == P.T[::-1]
+    "rot180": (False, True, True),
+    "rot270": (True, False, True),  # np.rot90(P, -1) == P.T[:, ::-1]
+    "flip_h": (False, False, True),
+    "flip_v": (False, True, False),
+    "transpose": (True, False, False),
+    "transverse": (True, True, True),  # P[::-1, ::-1].T
+}
+
+
+def _sign_patterns() -> tuple[np.ndarray, np.ndarray]:
+    par = np.arange(_HASH_SIZE) % 2 == 1
+    signs = np.ones((len(DIHEDRAL_VIEWS), _HASH_SIZE, _HASH_SIZE))
+    transposed = np.zeros(len(DIHEDRAL_VIEWS), dtype=bool)
+    for k, name in enumerate(DIHEDRAL_VIEWS):
+        t, neg_u, neg_v = _VIEW_ALGEBRA[name]
+        transposed[k] = t
+        if neg_u:
+            signs[k][par, :] *= -1
+        if neg_v:
+            signs[k][:, par] *= -1
+    return signs, transposed
+
+
+_SIGNS, _TRANSPOSED = _sign_patterns()
+
+
+def apply_view(img: Image.Image, view: str) -> Image.Image:
+    """Return ``img`` transformed into the named dihedral ``view``."""
+    op = DIHEDRAL_TRANSPOSE[view]
+    return img if op is None else img.transpose(op)
+
+
+def bits_to_uint64(bits: np.ndarray) -> np.ndarray:
+    """Pack boolean hash matrices ``(..., 8, 8)`` into uint64 (row-major, MSB first)."""
+    bits = np.asarray(bits, dtype=bool)
+    lead = bits.shape[:-2]
+    flat = bits.reshape(-1, bits.shape[-2] * bits.shape[-1])
+    if flat.shape[1] != 64:
+        raise ValueError(f"expected 64 bits per hash, got {flat.shape[1]}")
+    packed = np.packbits(flat, axis=1)  # big-endian bit order within each byte
+    return packed.view(">u8").astype(np.uint64).reshape(lead)
+
+
+def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """Element-wise Hamming distance between uint64 codes (broadcasting)."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+    return np.bitwise_count(x).astype(np.int64) if hasattr(np, "bitwise_count") else _popcount(x)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    # numpy < 2.0 fallback: count bits byte by byte through a lookup table
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    b = np.ascontiguousarray(x, dtype=np.uint64)
+    return table[b.view(np.uint8).reshape(*b.shape, 8)].sum(-1)
+
+
+def _dct_lowfreq(gray: Image.Image) -> np.ndarray:
+    """The 8x8 low-frequency DCT block exactly as ``imagehash.phash`` computes it."""
+    pixels = np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS))
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    return dct[:_HASH_SIZE, :_HASH_SIZE]
+
+
+def phash_views(img: Image.Image) -> np.ndarray:
+    """phash of the 8 dihedral views from one DCT, ``(8,)`` uint64.
+
+    Column 0 equals ``imagehash.phash(img)`` bit for bit.
+    """
+    low = _dct_lowfreq(img.convert("L"))
+    blocks = np.where(_TRANSPOSED[:, None, None], low.T[None], low[None]) * _SIGNS
+    med = np.median(blocks.reshape(len(DIHEDRAL_VIEWS), -1), axis=1)
+    return bits_to_uint64(blocks > med[:, None, None])
+
+
+def _imagehash_kind(fn: Callable[[Image.Image], object]) -> Callable[[Image.Image], np.ndarray]:
+    def views(img: Image.Image) -> np.ndarray:
+        gray = img.convert("L")
+        out = np.empty(len(DIHEDRAL_VIEWS), dtype=np.uint64)
+        for k, name in enumerate(DIHEDRAL_VIEWS):
+            h = fn(apply_view(gray, name))
+            out[k] = bits_to_uint64(h.hash)  # type: ignore[attr-defined]
+        return out
+
+    return views
+
+
+def _build_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
+    import imagehash
+
+    return {
+        "phash": phash_views,
+        "dhash": _imagehash_kind(imagehash.dhash),
+        "whash": _imagehash_kind(imagehash.whash),
+        "ahash": _imagehash_kind(imagehash.average_hash),
+    }
+
+
+#: The selectable hash kinds.
+HASH_KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
+_KIND_FNS: dict[str, Callable[[Image.Image], np.ndarray]] = {}
+
+
+def compute_hashes(img_rgb: Image.Image, kinds: Iterable[str] = ("phash",)) -> dict[str, np.ndarray]:
+    """Perceptual hashes of the 8 dihedral views of one image.
+
+    Parameters
+    ----------
+    img_rgb
+        The decoded image (any mode; converted to grayscale as imagehash does).
+    kinds
+        Hash kinds among :data:`HASH_KINDS`.
+
+    Returns
+    -------
+    dict
+        ``{kind: (8,) uint64}``, columns in :data:`DIHEDRAL_VIEWS` order.
+
+    Example
+    -------
+    >>> from PIL import Image
+    >>> compute_hashes(Image.new("RGB", (40, 30), "gray"), ["phash", "dhash"])["dhash"].shape
+    (8,)
+    """
+    if not _KIND_FNS:
+        _KIND_FNS.update(_build_kinds())
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        fn = _KIND_FNS.get(kind)
+        if fn is None:
+            raise ValueError(f"unknown hash kind {kind!r}; choose from {list(HASH_KINDS)}")
+        out[kind] = fn(img_rgb)
+    return out

@@ -1,0 +1,369 @@
+"""Tests of the rotation/flip probe: views, statistics, per-image check.
+
+The statistics are tested on probability arrays whose truth is set by construction; the
+check end to end on generated images whose truth is known (digits drawn upright are
+orientation-dependent, coloured discs are not), with real out-of-fold models: K-fold
+logistic regressions on pixels behind the real ``OOF`` interface (fast, deterministic),
+and, marked slow, imgaudit's own ``compute_oof``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from imgaudit.checks.base import SkipCheck
+from imgaudit.checks.rotation import (
+    RotationCheck,
+    class_pairs,
+    find_rotated,
+    make_views,
+    mean_kl,
+    probe_statistics,
+    rotate_reflect,
+    trained_families,
+)
+from imgaudit.columns import extra_col, issue_col, score_col
+from imgaudit.training import OOF
+
+# ---------------------------------------------------------------------------------------
+# generated data
+# ---------------------------------------------------------------------------------------
+DIGITS = ["2", "3", "4", "5", "6", "7", "9"]
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200), "yellow": (210, 200, 40)}
+
+
+def digit_image(ch: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A digit drawn upright, jittered in place, scale and stroke, with pixel noise."""
+    font = ImageFont.load_default(size=int(rng.integers(24, 31)))
+    im = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(im)
+    cx, cy = size / 2 + rng.integers(-2, 3), size / 2 + rng.integers(-2, 3)
+    d.text((cx, cy), ch, fill=255, font=font, anchor="mm", stroke_width=int(rng.integers(0, 2)), stroke_fill=255)
+    a = np.asarray(im, dtype=float) + rng.normal(0, 20, (size, size))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def disc_image(colour: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A filled disc or ring of the class colour on a noisy grey background."""
+    a = rng.normal(110, 25, (size, size, 3))
+    yy, xx = np.mgrid[:size, :size]
+    cx, cy = size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3)
+    r = np.hypot(xx - cx, yy - cy)
+    rad = rng.uniform(7, 13)
+    m = r < rad if rng.random() < 0.5 else (r < rad) & (r > rad - 3)
+    a[m] = np.array(COLOURS[colour]) + rng.normal(0, 15, (int(m.sum()), 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def make_set(kind: str, per_class: int, seed: int = 0) -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.default_rng(seed)
+    classes = DIGITS if kind == "digits" else list(COLOURS)
+    draw = digit_image if kind == "digits" else disc_image
+    images, labels = [], []
+    for c in classes:
+        for _ in range(per_class):
+            images.append(draw(c, rng))
+            labels.append(c)
+    return images, labels
+
+
+def plant_rotations(images: list[Image.Image], n: int, seed: int = 1) -> dict[int, int]:
+    """Rotate ``n`` images in place by 90/180/270 ccw; return {index: angle that uprights}."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), n, replace=False)
+    truth = {}
+    for j, i in enumerate(idx):
+        stored = (90, 180, 270)[j % 3]
+        images[i] = images[i].rotate(stored, expand=True)
+        truth[int(i)] = (360 - stored) % 360
+    return truth
+
+
+# ---------------------------------------------------------------------------------------
+# a real out-of-fold model behind the OOF interface
+# ---------------------------------------------------------------------------------------
+def _features(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB").resize((16, 16), Image.BILINEAR), dtype=np.float32).ravel() / 255.0
+
+
+class PixelPredictor:
+    """K-fold logistic regression on pixels: each image predicted by the fold that never saw it."""
+
+    def __init__(self, images: list[Image.Image], labels: np.ndarray, k: int, n_folds: int = 4, seed: int = 0):
+        from sklearn.linear_model import LogisticRegression
+
+        self.images = images
+        rng = np.random.default_rng(seed)
+        self.folds = rng.permutation(len(images)) % n_folds
+        x = np.stack([_features(im) for im in images])
+        self.models = []
+        for f in range(n_folds):
+            m = LogisticRegression(C=0.05, max_iter=500)
+            m.fit(x[self.folds != f], labels[self.folds != f])
+            self.models.append(m)
+        self.k = k
+
+    def predict_views(self, oof: OOF, views, progress: bool) -> dict[str, np.ndarray]:
+        out = {}
+        for name, view in views.items():
+            x = np.stack([_features(view(im)) for im in self.images])
+            p = np.full((len(self.images), self.k), np.nan)
+            for f, m in enumerate(self.models):
+                sel = self.folds == f
+                p[sel] = m.predict_proba(x[sel])
+            out[name] = p
+        return out
+
+
+def pixel_context(images: list[Image.Image], labels: list[str], train_transforms=(), mode="fast"):
+    classes = sorted(set(labels))
+    y = np.array([classes.index(lab) for lab in labels])
+    pred = PixelPredictor(images, y, len(classes))
+    probs = pred.predict_views(None, {"identity": lambda im: im}, False)["identity"]
+    oof = OOF(
+        classes=classes,
+        labels=y,
+        mask=np.ones(len(y), bool),
+        folds=pred.folds,
+        probs=probs,
+        embeddings=None,
+        mode=mode,
+        train_transforms=list(train_transforms),
+        _predictor=pred,
+    )
+    paths = pd.Index([f"{lab}/{i:04d}.png" for i, lab in enumerate(labels)], name="path")
+    return SimpleNamespace(
+        labels=pd.Series(labels, index=paths),
+        oof=oof,
+        paths=paths,
+        config=SimpleNamespace(progress=False),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# views
+# ---------------------------------------------------------------------------------------
+def test_views_are_counter_clockwise_like_pil():
+    a = np.zeros((20, 30), np.uint8)
+    a[2, 25] = 255  # near the top-right corner
+    im = Image.fromarray(a)
+    views = make_views((10, 30))
+    assert list(views) == ["identity", "rot90", "rot180", "rot270", "flip_h", "flip_v",
+                           "rot+10", "rot-10", "rot+30", "rot-30"]
+    for name, deg in (("rot90", 90), ("rot180", 180), ("rot270", 270)):
+        assert np.array_equal(np.asarray(views[name](im)), np.asarray(im.rotate(deg, expand=True)))
+    # counter-clockwise: the top-right pixel ends up top-left after rot90
+    assert np.asarray(views["rot90"](im))[4, 2] == 255
+    assert np.array_equal(np.asarray(views["flip_h"](im)), a[:, ::-1])
+    assert np.array_equal(np.asarray(views["flip_v"](im)), a[::-1])
+
+
+def test_rotate_reflect_direction_and_reflection_padding():
+    a = np.zeros((41, 61), np.uint8)
+    a[5:10, 40:45] = 255
+    ours = np.asarray(rotate_reflect(Image.fromarray(a), 30))
+    pil = np.asarray(Image.fromarray(a).rotate(30, resample=Image.BILINEAR))
+    c_ours = np.argwhere(ours > 100).mean(axis=0)
+    c_pil = np.argwhere(pil > 100).mean(axis=0)
+    assert np.allclose(c_ours, c_pil, atol=0.5)
+    # a flat image stays flat: corners are reflected content, not black (fastai's default)
+    flat = Image.fromarray(np.full((40, 50, 3), 200, np.uint8))
+    out = np.asarray(rotate_reflect(flat, 30))
+    assert out.shape == (40, 50, 3) and (out == 200).all()
+
+
+def test_make_views_rejects_right_angles_as_small():
+    with pytest.raises(ValueError):
+        make_views((90,))
+
+
+def test_trained_families_reads_transform_names():
+    assert trained_families(["Resize(224)", "Brightness()"]) == set()
+    assert trained_families(["Flip(p=0.5)"]) == {"flip_h"}
+    assert trained_families(["Rotate(max_deg=10)"]) == {"small_rotation"}
+    assert trained_families(["Dihedral(p=0.5)"]) == {"right_angle", "small_rotation", "flip_h", "flip_v"}
+    assert "flip_v" in trained_families(["flip_vert"]) and "flip_h" not in trained_families(["flip_vert"])
+
+
+# ---------------------------------------------------------------------------------------
+# statistics on constructed probabilities
+# ---------------------------------------------------------------------------------------
+def _onehotish(pred: np.ndarray, k: int, conf: float = 0.9) -> np.ndarray:
+    p = np.full((pred.size, k), (1 - conf) / (k - 1))
+    p[np.arange(pred.size), pred] = conf
+    return p
+
+
+def test_probe_statistics_verdicts_and_pairs():
+    rng = np.random.default_rng(0)
+    k, n = 3, 600
+    classes = ["6", "8", "9"]
+    y = np.repeat(np.arange(k), n // k)
+    pred0 = np.where(rng.random(n) < 0.95, y, (y + 1) % k)
+    p0 = _onehotish(pred0, k)
+    swap = np.array([2, 1, 0])  # rot180: 6 <-> 9, 8 stays 8
+    views = {
+        "identity": p0,
+        "flip_h": p0.copy(),
+        "rot180": _onehotish(swap[pred0], k),
+        "rot90": _onehotish(rng.integers(0, k, n), k),
+        # keeps ~83% of the above-chance accuracy: between the thresholds
+        "rot+30": _onehotish(np.where(rng.random(n) < 0.10, (pred0 + 1) % k, pred0), k),
+    }
+    info = probe_statistics(views, y, classes, RotationCheck.Params())
+    json.dumps(info)  # JSON-serialisable as is
+    v = info["verdicts"]
+    assert v["flip_h"] == "safe" and v["rot90"] == "unsafe" and v["rot180"] == "unsafe"
+    assert v["rot+30"] == "unclear"
+    assert info["sensitive"] is True
+    fh = info["views"]["flip_h"]
+    assert fh["agreement"] == 1.0 and fh["mean_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert fh["retention"] == pytest.approx(1.0)
+    assert info["views"]["rot90"]["mean_kl"] > 0.5
+    # per class: rot180 wrecks 6 and 9 but not 8
+    pc = info["per_class"]
+    assert pc["6"]["rot180"]["verdict"] == "unsafe" and pc["8"]["rot180"]["verdict"] == "safe"
+    pairs = {(p["from"], p["to"]) for p in info["pairs"]["rot180"]}
+    assert pairs == {("6", "9"), ("9", "6")}
+    assert info["pairs"]["flip_h"] == []
+    assert set(info["thresholds"]) >= {"safe_retention", "unsafe_retention"}
+
+
+def test_one_wrecked_class_makes_the_view_unsafe():
+    k, n = 10, 1000
+    y = np.repeat(np.arange(k), n // k)
+    p0 = _onehotish(y, k)
+    pv = y.copy()
+    pv[y == 3] = 4  # only class 3 changes under this view
+    info = probe_statistics({"identity": p0, "flip_h": _onehotish(pv, k)}, y, [str(i) for i in range(k)],
+                            RotationCheck.Params())
+    assert info["views"]["flip_h"]["retention"] == pytest.approx(0.9 / 1.0 * 1.0, abs=0.02)
+    assert info["verdicts"]["flip_h"] == "unsafe"
+    assert info["views"]["flip_h"]["unsafe_classes"] == ["3"]
+    assert info["sensitive"] is False  # flips are not right-angle rotations
+
+
+def test_probe_statistics_unclear_at_chance_or_when_trained_with_it():
+    rng = np.random.default_rng(1)
+    k, n = 4, 400
+    y = rng.integers(0, k, n)
+    p0 = _onehotish(rng.integers(0, k, n), k)  # the model learned nothing
+    info = probe_statistics({"identity": p0, "rot90": p0[::-1].copy()}, y, list("abcd"), RotationCheck.Params())
+    assert info["verdicts"]["rot90"] == "unclear"
+    assert "chance" in info["views"]["rot90"]["evidence"]
+    p0 = _onehotish(y, k)
+    info = probe_statistics({"identity": p0, "flip_h": p0.copy()}, y, list("abcd"), RotationCheck.Params(),
+                            trained_with={"flip_h"})
+    assert info["verdicts"]["flip_h"] == "unclear"
+    assert "trained with" in info["views"]["flip_h"]["evidence"]
+
+
+def test_probe_statistics_ignores_masked_and_unlabeled_rows():
+    k = 2
+    y = np.array([0, 1, 0, 1, -1, 0])
+    p0 = _onehotish(np.array([0, 1, 0, 1, 0, 0]), k)
+    p0[5] = np.nan
+    info = probe_statistics({"identity": p0, "rot90": p0.copy()}, y, ["a", "b"], RotationCheck.Params())
+    assert info["n_images"] == 4
+
+
+def test_mean_kl_and_pairs_basics():
+    p = np.array([[0.5, 0.5], [0.9, 0.1]])
+    assert np.allclose(mean_kl(p, p), 0.0)
+    assert mean_kl(p[1:], p[:1])[0] == pytest.approx(0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5))
+    y = np.array([0, 0, 0, 0, 1])
+    rows = class_pairs(y, y.copy(), np.array([1, 1, 1, 0, 1]), ["a", "b"], 3, 0.5, 10)
+    assert rows == [{"from": "a", "to": "b", "count": 3, "fraction": 0.75}]
+
+
+def test_find_rotated_picks_the_uprighting_angle():
+    k = 3
+    y = np.array([0, 1, 2, 0, 1])
+    p0 = _onehotish(np.array([0, 1, 2, 1, 2]), k)  # images 3 and 4 unrecognised as stored
+    r90, r180, r270 = (p0.copy() for _ in range(3))
+    r90[:] = _onehotish(np.array([1, 2, 0, 2, 0]), k)
+    r180[:] = _onehotish(np.array([1, 2, 0, 0, 0]), k)  # image 3 upright after 180
+    r270[:] = _onehotish(np.array([2, 0, 1, 2, 1]), k)  # image 4 upright after 270
+    flag, score, sugg = find_rotated(
+        {"identity": p0, "rot90": r90, "rot180": r180, "rot270": r270}, y, 10.0, 0.5
+    )
+    assert flag.tolist() == [False, False, False, True, True]
+    assert sugg.tolist() == [0, 0, 0, 180, 270]
+    assert (score[3:] < 0.1).all() and (score[:3] > 0.5).all()
+    # a weaker rotated view (label only 3x as probable as stored) is not enough
+    p_id = np.full((5, k), 0.4)
+    p_id[np.arange(5), y] = 0.2
+    p_rot = np.full((5, k), 0.2)
+    p_rot[np.arange(5), y] = 0.6
+    flag, _, _ = find_rotated({"identity": p_id, "rot90": p_rot}, y, 10.0, 0.5)
+    assert not flag.any()
+
+
+# ---------------------------------------------------------------------------------------
+# the check on generated images with real out-of-fold models
+# ---------------------------------------------------------------------------------------
+def test_check_orientation_dependent_digits_and_planted_rotations():
+    images, labels = make_set("digits", per_class=50)
+    truth = plant_rotations(images, 12)
+    ctx = pixel_context(images, labels)
+    check = RotationCheck()
+    df = check.run(ctx)
+    df = check.validate(df, ctx.paths)
+    info = check.info
+    json.dumps(info)
+    v = info["verdicts"]
+    assert v["rot90"] == "unsafe" and v["rot180"] == "unsafe" and v["rot270"] == "unsafe"
+    assert v["flip_h"] == "unsafe" and v["flip_v"] == "unsafe"
+    assert info["sensitive"] is True
+    assert any(p["from"] == "6" and p["to"] == "9" for p in info["pairs"]["rot180"])
+    flagged = np.flatnonzero(df[issue_col("rotation")].to_numpy())
+    found = set(flagged) & set(truth)
+    assert len(found) >= 0.75 * len(truth)
+    assert len(found) >= 0.8 * len(flagged)  # precision
+    sugg = df[extra_col("rotation", "suggested")].to_numpy()
+    assert all(sugg[i] == truth[i] for i in found)
+    assert df[score_col("rotation")].between(0, 1).all()
+    assert (sugg[~df[issue_col("rotation")].to_numpy()] == 0).all()
+
+
+def test_check_rotation_invariant_discs_skips_with_findings_in_info():
+    images, labels = make_set("discs", per_class=60)
+    ctx = pixel_context(images, labels)
+    check = RotationCheck()
+    with pytest.raises(SkipCheck, match="no right-angle rotation is unsafe"):
+        check.run(ctx)
+    info = check.info
+    json.dumps(info)
+    for view in ("rot90", "rot180", "rot270", "flip_h", "flip_v", "rot+10", "rot-10", "rot+30", "rot-30"):
+        assert info["verdicts"][view] == "safe", (view, info["views"][view]["evidence"])
+    assert info["sensitive"] is False
+
+
+def test_check_skips_user_mode_and_unlabeled_and_warns_on_trained_flips():
+    images, labels = make_set("discs", per_class=25)
+    ctx = pixel_context(images, labels, mode="user")
+    with pytest.raises(SkipCheck, match="pred_probs"):
+        RotationCheck().run(ctx)
+    ctx.labels = None
+    with pytest.raises(SkipCheck, match="no labels"):
+        RotationCheck().run(ctx)
+    ctx = pixel_context(images, labels, train_transforms=["Flip(p=0.5)"])
+    check = RotationCheck(small_angles=(15,))
+    with warnings.catch_warnings(record=True) as w, pytest.raises(SkipCheck):
+        warnings.simplefilter("always")
+        check.run(ctx)
+    assert any("flip_h" in str(x.message) for x in w)
+    assert check.info["verdicts"]["flip_h"] == "unclear"
+    assert set(check.info["verdicts"]) >= {"rot+15", "rot-15"}
+
+
+def test_check_rejects_unknown_options():
+    with pytest.raises(TypeError):
+        RotationCheck(angles=(5,))
