@@ -35,9 +35,21 @@ from imgaudit.export.report import thumb_namespace, write_report
 from imgaudit.result import AuditResult
 
 BENCH = Path(__file__).resolve().parent.parent / ".bench" / "report"
-TYPES = ("unreadable", "low_resolution", "odd_aspect_ratio", "odd_size", "grayscale", "dark",
-         "light", "blurry", "low_information", "exact_duplicates", "near_duplicates", "label",
-         "rotation")
+TYPES = (
+    "unreadable",
+    "low_resolution",
+    "odd_aspect_ratio",
+    "odd_size",
+    "grayscale",
+    "dark",
+    "light",
+    "blurry",
+    "low_information",
+    "exact_duplicates",
+    "near_duplicates",
+    "label",
+    "rotation",
+)
 
 
 def make_files(root: Path, n: int, n_classes: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -45,12 +57,13 @@ def make_files(root: Path, n: int, n_classes: int, rng: np.random.Generator) -> 
     classes = [f"class_{i:02d}" for i in range(n_classes)]
     labels = rng.choice(classes, size=n)
     paths = [f"{c}/img_{i:06d}.jpg" for i, c in enumerate(labels)]
-    marker = root / f".complete_v2_{n}"
+    # drawn whether or not the files exist, so that the result is the same either way
+    base = rng.integers(0, 255, size=(24, 24, 3), dtype=np.uint8)
+    marker = root / f".complete_v3_{n}"
     if not marker.exists():
         shutil.rmtree(root, ignore_errors=True)
         for c in classes:
             (root / c).mkdir(parents=True, exist_ok=True)
-        base = rng.integers(0, 255, size=(24, 24, 3), dtype=np.uint8)
         for i, p in enumerate(paths):
             arr = np.roll(base, i % 24, axis=i % 2) // (1 + i % 3)
             # a per-file pixel code: every file (and sha1) is distinct, like real data
@@ -60,20 +73,31 @@ def make_files(root: Path, n: int, n_classes: int, rng: np.random.Generator) -> 
         marker.touch()
     w = 96 * np.ones(n, dtype=int)
     h = 64 + (np.arange(n) % 5) * 16
-    df = pd.DataFrame({"label": labels, "split": np.where(rng.random(n) < 0.2, "valid", "train"),
-                       "width": w * 4, "height": h * 4}, index=pd.Index(paths, name="path"))
+    df = pd.DataFrame(
+        {
+            "label": labels,
+            "split": np.where(rng.random(n) < 0.2, "valid", "train"),
+            "width": w * 4,
+            "height": h * 4,
+        },
+        index=pd.Index(paths, name="path"),
+    )
     df["sha1"] = [hashlib.sha1((root / p).read_bytes()).hexdigest() for p in paths]
     return df
 
 
-def make_result(root: Path, df: pd.DataFrame, rng: np.random.Generator, cache_dir: Path) -> AuditResult:
+def make_result(
+    root: Path, df: pd.DataFrame, rng: np.random.Generator, cache_dir: Path
+) -> AuditResult:
     n = len(df)
     for t in TYPES:
         flag = rng.random(n) < 0.05
         df[issue_col(t)] = flag
         df[score_col(t)] = np.where(flag, rng.random(n) * 0.5, 0.5 + rng.random(n) * 0.5)
     unread = df[issue_col("unreadable")]
-    df[extra_col("unreadable", "reason")] = np.where(unread, "truncated: image file is truncated", None)
+    df[extra_col("unreadable", "reason")] = np.where(
+        unread, "truncated: image file is truncated", None
+    )
     for t in ("exact_duplicates", "near_duplicates"):
         group = np.full(n, -1)
         members = np.flatnonzero(rng.random(n) < 0.08)
@@ -87,24 +111,47 @@ def make_result(root: Path, df: pd.DataFrame, rng: np.random.Generator, cache_di
     classes = sorted(df["label"].unique())
     df[extra_col("label", "suggested")] = rng.choice(classes, size=n)
     df[extra_col("label", "confidence")] = rng.random(n)
-    df[extra_col("rotation", "suggested")] = np.where(df[issue_col("rotation")],
-                                                      rng.choice([90, 180, 270], size=n), 0)
-    views = {v: {"verdict": rng.choice(["safe", "unsafe", "unclear"]), "accuracy": 0.5,
-                 "accuracy_identity": 0.9, "retention": 0.4, "retention_low": 0.3,
-                 "retention_high": 0.5, "agreement": 0.5, "evidence": "synthetic"}
-             for v in ("rot90", "rot180", "rot270", "flip_h", "flip_v")}
+    df[extra_col("rotation", "suggested")] = np.where(
+        df[issue_col("rotation")], rng.choice([90, 180, 270], size=n), 0
+    )
+    views = {
+        v: {
+            "verdict": rng.choice(["safe", "unsafe", "unclear"]),
+            "accuracy": 0.5,
+            "accuracy_identity": 0.9,
+            "retention": 0.4,
+            "retention_low": 0.3,
+            "retention_high": 0.5,
+            "agreement": 0.5,
+            "evidence": "synthetic",
+        }
+        for v in ("rot90", "rot180", "rot270", "flip_h", "flip_v")
+    }
     info = {
         "imageset": {"n_images": n},
-        "rotation": {"n_images": n, "sensitive": True, "views": views,
-                     "per_class": {c: views for c in classes},
-                     "pairs": {"rot180": [{"from": classes[0], "to": classes[1], "count": 40,
-                                           "fraction": 0.3}]}},
+        "rotation": {
+            "n_images": n,
+            "sensitive": True,
+            "views": views,
+            "per_class": {c: views for c in classes},
+            "pairs": {
+                "rot180": [{"from": classes[0], "to": classes[1], "count": 40, "fraction": 0.3}]
+            },
+        },
     }
-    rec = {"code": "dls = ImageDataLoaders.from_csv(path, 'cleaned.csv', item_tfms=Resize(224))",
-           "reasons": ["synthetic"], "warnings": []}
-    return AuditResult(df, info=info, recommendations=rec,
-                       config={"size": 224, "cache_dir": str(cache_dir), "thumbnail_size": 128},
-                       root=root, issue_types=list(TYPES))
+    rec = {
+        "code": "dls = ImageDataLoaders.from_csv(path, 'cleaned.csv', item_tfms=Resize(224))",
+        "reasons": ["synthetic"],
+        "warnings": [],
+    }
+    return AuditResult(
+        df,
+        info=info,
+        recommendations=rec,
+        config={"size": 224, "cache_dir": str(cache_dir), "thumbnail_size": 128},
+        root=root,
+        issue_types=list(TYPES),
+    )
 
 
 def main() -> None:
@@ -120,9 +167,11 @@ def main() -> None:
     cache_dir = BENCH / "cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     result = make_result(root, df, rng, cache_dir)
-    print(f"data: {args.n:,} images, {len(TYPES)} issue types, "
-          f"{int(result.summary['num_issues'].sum()):,} issue flags "
-          f"(built in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"data: {args.n:,} images, {len(TYPES)} issue types, "
+        f"{int(result.summary['num_issues'].sum()):,} issue flags "
+        f"(built in {time.perf_counter() - t0:.1f} s)"
+    )
 
     out = BENCH / "report.html"
     t = time.perf_counter()
@@ -139,8 +188,10 @@ def main() -> None:
     size_mb = out.stat().st_size / 1e6
     print(f"cold (thumbnails made from source files, {n_cached} cached): {cold:.2f} s")
     print(f"warm (thumbnails from the cache):                          {warm:.2f} s")
-    print(f"report: {size_mb:.1f} MB, {n_img} embedded images, galleries capped at "
-          f"{args.max_per_gallery} per issue type")
+    print(
+        f"report: {size_mb:.1f} MB, {n_img} embedded images, galleries capped at "
+        f"{args.max_per_gallery} per issue type"
+    )
     print(f"target < 30 s: {'met' if max(cold, warm) < 30 else 'NOT met'}")
 
 

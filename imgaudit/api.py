@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .checks import CHECKS, DEFAULT_CHECKS, Check, SkipCheck
+from .checks.properties import properties_info
 from .config import AuditConfig
 from .context import AuditContext
 from .imageset import ImageSet, load_images
@@ -141,7 +142,11 @@ def audit(
             if col in records:
                 base[col] = records[col]
         issues = pd.concat([base, check_cols], axis=1)
-        info = {"imageset": imageset.info, **info}
+        info = {
+            "imageset": imageset.info,
+            "properties": properties_info(records, ctx.labels, cfg.size),
+            **info,
+        }
         recommendations: dict[str, Any] = {}
         try:
             from .recommend import recommend

@@ -4,7 +4,8 @@ Exit codes (every subcommand):
 
 - 0: success, and (``audit``) no image flagged by the issue types ``--fail-on`` counts;
 - 1: (``audit``) issues found;
-- 2: bad input or usage: one clear message on stderr, no traceback;
+- 2: bad input or usage (bad options, a dataset that cannot be loaded, a missing or
+  unwritable file): one clear message on stderr, no traceback;
 - 3: an internal error (a bug): rerun with ``--debug`` for the traceback;
 - 130: interrupted.
 
@@ -14,6 +15,7 @@ Printing happens here only; the library logs and warns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -41,9 +43,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (default is not None and default is not False and default != argparse.SUPPRESS
-                and action.option_strings
-                and "%(default)" not in text and "default" not in text):
+        if (
+            default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
+            and action.option_strings
+            and "%(default)" not in text
+            and "default" not in text
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -96,30 +103,62 @@ def _parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
-    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors; no progress bars")
+    g.add_argument(
+        "--json", action="store_true", help="print a machine-readable JSON summary on stdout"
+    )
+    g.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors; no progress bars"
+    )
     g.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug)")
     g.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
 
 
 def _audit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("audit options")
-    g.add_argument("--labels", metavar="CSV", help="label CSV (fname,label[,is_valid|split]) for an image folder")
-    g.add_argument("--root", metavar="DIR", help="folder the CSV paths are relative to (default: the CSV's folder)")
+    g.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="label CSV (fname,label[,is_valid|split]) for an image folder",
+    )
+    g.add_argument(
+        "--root",
+        metavar="DIR",
+        help="folder the CSV paths are relative to (default: the CSV's folder)",
+    )
     g.add_argument("--size", type=int, default=224, help="input size you train at (short side, px)")
-    g.add_argument("--checks", nargs="+", metavar="CHECK", help="run only these checks (names, comma or space separated)")
+    g.add_argument(
+        "--checks",
+        nargs="+",
+        metavar="CHECK",
+        help="run only these checks (names, comma or space separated)",
+    )
     g.add_argument("--skip", nargs="+", metavar="CHECK", help="run the default checks except these")
-    g.add_argument("--mode", choices=("fast", "finetune"), default="fast",
-                   help="out-of-fold predictions: frozen features + linear heads (fast) or fastai fine-tuning")
-    g.add_argument("--folds", type=int, default=5, help="number of folds for out-of-fold predictions")
+    g.add_argument(
+        "--mode",
+        choices=("fast", "finetune"),
+        default="fast",
+        help="out-of-fold predictions: frozen features + linear heads (fast) or fastai fine-tuning",
+    )
+    g.add_argument(
+        "--folds", type=int, default=5, help="number of folds for out-of-fold predictions"
+    )
     g.add_argument("--epochs", type=int, default=3, help="epochs per fold (finetune mode)")
     g.add_argument("--arch", default="resnet18", help="backbone for out-of-fold predictions")
     g.add_argument("--workers", type=int, metavar="N", help="worker processes (default: all cores)")
-    g.add_argument("--cache-dir", metavar="DIR", help="cache of decoded images, hashes, thumbnails, predictions")
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache of decoded images, hashes, thumbnails, predictions",
+    )
     g.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     g.add_argument("--seed", type=int, default=0, help="seed for folds, training and sampling")
-    g.add_argument("--option", "-o", action="append", metavar="CHECK.PARAM=VALUE",
-                   help="a check hyperparameter, e.g. near_duplicates.radius=10 (repeatable)")
+    g.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        metavar="CHECK.PARAM=VALUE",
+        help="a check hyperparameter, e.g. near_duplicates.radius=10 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,9 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="dataset folder, or a label CSV")
     p.add_argument("--out", metavar="DIR", default="imgaudit_out", help="where to save the result")
     p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html")
-    p.add_argument("--fail-on", metavar="TYPES", default="any",
-                   help="issue types that make the exit code 1: 'any', 'none', or a comma list "
-                   "(e.g. unreadable,exact_duplicates,label)")
+    p.add_argument(
+        "--fail-on",
+        metavar="TYPES",
+        default="any",
+        help="issue types that make the exit code 1: 'any', 'none', or a comma list "
+        "(e.g. unreadable,exact_duplicates,label)",
+    )
     _audit_options(p)
     _common(p)
     p.set_defaults(func=cmd_audit)
@@ -178,9 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  imgaudit report pets_audit --out pets.html --max-per-gallery 100\n\n" + _EXIT_HELP,
     )
     p.add_argument("result", metavar="RESULT", help="a result folder written by `imgaudit audit`")
-    p.add_argument("--out", metavar="FILE", help="the HTML file to write (default: RESULT/report.html)")
-    p.add_argument("--max-per-gallery", type=int, default=40, metavar="N",
-                   help="most images shown per issue type (counts stay complete)")
+    p.add_argument(
+        "--out", metavar="FILE", help="the HTML file to write (default: RESULT/report.html)"
+    )
+    p.add_argument(
+        "--max-per-gallery",
+        type=int,
+        default=40,
+        metavar="N",
+        help="most images shown per issue type (counts stay complete)",
+    )
     _common(p)
     p.set_defaults(func=cmd_report)
 
@@ -198,10 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  imgaudit review data/pets          # audits first, with the default options\n\n"
         + _EXIT_HELP,
     )
-    p.add_argument("target", metavar="RESULT_OR_PATH", help="a saved result folder or a dataset folder")
+    p.add_argument(
+        "target", metavar="RESULT_OR_PATH", help="a saved result folder or a dataset folder"
+    )
     p.add_argument("--port", type=int, default=5151, help="App port")
     p.add_argument("--address", default="127.0.0.1", help="App address to bind")
-    p.add_argument("--dataset", metavar="NAME", help="FiftyOne dataset name (default: derived from the dataset root)")
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="FiftyOne dataset name (default: derived from the dataset root)",
+    )
     _audit_options(p)
     _common(p)
     p.set_defaults(func=cmd_review)
@@ -233,18 +289,39 @@ def _clean_policy_options(p: argparse.ArgumentParser) -> None:
     # Defaults live in imgaudit.export.csv.CleanPolicy; options not given are not passed.
     g = p.add_argument_group("policy (default: the library's CleanPolicy)")
     g.add_argument("--unreadable", choices=("drop", "keep"), help="unreadable files (default drop)")
-    g.add_argument("--duplicates", choices=("keep_one", "keep"),
-                   help="exact/near-duplicate groups: keep only the group's keep image, or all (default keep_one)")
-    g.add_argument("--split-leaks", choices=("drop", "keep"),
-                   help="validation/test images duplicating an earlier split (default drop)")
-    g.add_argument("--label-issues", choices=("drop", "relabel", "keep"),
-                   help="images with a label issue (default drop)")
-    g.add_argument("--relabel-threshold", type=float, metavar="P",
-                   help="minimum suggested-label confidence for --label-issues relabel (default 0.9)")
-    g.add_argument("--valid-pct", type=float, metavar="F",
-                   help="without a source split: share of images marked is_valid (default 0.2)")
+    g.add_argument(
+        "--duplicates",
+        choices=("keep_one", "keep"),
+        help="exact/near-duplicate groups: keep only the group's keep image, or all (default keep_one)",
+    )
+    g.add_argument(
+        "--split-leaks",
+        choices=("drop", "keep"),
+        help="validation/test images duplicating an earlier split (default drop)",
+    )
+    g.add_argument(
+        "--label-issues",
+        choices=("drop", "relabel", "keep"),
+        help="images with a label issue (default drop)",
+    )
+    g.add_argument(
+        "--relabel-threshold",
+        type=float,
+        metavar="P",
+        help="minimum suggested-label confidence for --label-issues relabel (default 0.9)",
+    )
+    g.add_argument(
+        "--valid-pct",
+        type=float,
+        metavar="F",
+        help="without a source split: share of images marked is_valid (default 0.2)",
+    )
     g.add_argument("--seed", type=int, help="seed of that split (default 0)")
-    g.add_argument("--changes", metavar="CSV", help="where to write the change log (default: changes.csv beside --out)")
+    g.add_argument(
+        "--changes",
+        metavar="CSV",
+        help="where to write the change log (default: changes.csv beside --out)",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -330,7 +407,16 @@ def _run_audit(args: argparse.Namespace) -> Any:
     labels = args.labels
     if labels is not None and not Path(labels).is_file():
         raise UsageError(f"--labels {labels}: no such file")
-    return audit(path, labels=labels, root=args.root, **options)
+    from .imageset import load_images
+
+    # Loading the sources is where bad input shows (empty folder, unreadable CSV, unknown
+    # columns): its ValueErrors are the user's to fix. A ValueError raised later, by a
+    # check, is a bug and is reported as one (exit 3).
+    try:
+        imageset = load_images(path, labels=labels, root=args.root)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return audit(imageset, **options)
 
 
 def _summary_payload(result: Any, fail_on: list[str] | None) -> dict[str, Any]:
@@ -338,7 +424,9 @@ def _summary_payload(result: Any, fail_on: list[str] | None) -> dict[str, Any]:
 
     df = result.issues
     summary = result.summary
-    counts = {str(t): int(n) for t, n in zip(summary["issue_type"], summary["num_issues"], strict=True)}
+    counts = {
+        str(t): int(n) for t, n in zip(summary["issue_type"], summary["num_issues"], strict=True)
+    }
     cols = [issue_col(t) for t in counts if issue_col(t) in df.columns]
     flagged = int(df[cols].fillna(False).astype(bool).any(axis=1).sum()) if cols else 0
     counted = counts if fail_on is None else {t: counts.get(t, 0) for t in fail_on}
@@ -363,8 +451,11 @@ def _summary_payload(result: Any, fail_on: list[str] | None) -> dict[str, Any]:
 def _print_table(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     n = payload["images"]
     share = 100.0 * payload["flagged_images"] / n if n else 0.0
-    _out(args, f"imgaudit: {n:,} images, {payload['classes']} classes under {payload['root']}; "
-               f"{payload['flagged_images']:,} flagged ({share:.1f}%)")
+    _out(
+        args,
+        f"imgaudit: {n:,} images, {payload['classes']} classes under {payload['root']}; "
+        f"{payload['flagged_images']:,} flagged ({share:.1f}%)",
+    )
     if payload["issues"]:
         width = max(12, *(len(t) for t in payload["issues"]))
         _out(args, f"  {'issue type':<{width}}  {'images':>8}  {'share':>6}")
@@ -387,7 +478,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         payload["report"] = str(write_report(result, out / "report.html"))
     _print_table(args, payload)
-    _out(args, f"result: {out}" + (f"   report: {payload['report']}" if "report" in payload else ""))
+    _out(
+        args, f"result: {out}" + (f"   report: {payload['report']}" if "report" in payload else "")
+    )
     _out(args, f"next:   imgaudit review {out}    imgaudit clean {out} --out cleaned.csv")
     _emit_json(args, payload)
     return int(payload["exit_code"])
@@ -401,7 +494,7 @@ def _load_result(path: str) -> Any:
         raise UsageError(f"{p}: not a result folder (run `imgaudit audit DATASET --out {p}` first)")
     try:
         return AuditResult.load(p)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # not a result, or an unsupported version
         raise UsageError(str(err)) from None
 
 
@@ -431,14 +524,28 @@ def cmd_review(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"{target}: no such result or dataset folder")
 
-    def ready(url: str) -> None:
-        _out(args, f"FiftyOne App: {url}   (Ctrl-C to stop)")
-        _emit_json(args, {"url": url})
-        sys.stdout.flush()
+    stdout = sys.stdout
 
-    name = review(source, port=args.port, address=args.address, name=args.dataset, on_ready=ready)
-    _out(args, f"reviewed dataset {name!r}; next: imgaudit clean {args.target} --out cleaned.csv "
-               f"--dataset {name}")
+    def ready(url: str) -> None:
+        with contextlib.redirect_stdout(stdout):
+            _out(args, f"FiftyOne App: {url}   (Ctrl-C to stop)")
+            _emit_json(args, {"url": url, "exit_code": EXIT_OK})
+            sys.stdout.flush()
+
+    # FiftyOne prints its own remote-session advice on stdout: send it to stderr so that
+    # our stdout stays the URL line (or pure JSON with --json).
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            name = review(
+                source, port=args.port, address=args.address, name=args.dataset, on_ready=ready
+            )
+        except ValueError as err:  # e.g. a dataset name that belongs to another export
+            raise UsageError(str(err)) from None
+    _out(
+        args,
+        f"reviewed dataset {name!r}; next: imgaudit clean {args.target} --out cleaned.csv "
+        f"--dataset {name}",
+    )
     return EXIT_OK
 
 
@@ -448,15 +555,25 @@ def cmd_clean(args: argparse.Namespace) -> int:
     result = _load_result(args.result)
     policy: dict[str, Any] = {
         k: getattr(args, k)
-        for k in ("unreadable", "duplicates", "split_leaks", "label_issues", "relabel_threshold",
-                  "valid_pct", "seed")
+        for k in (
+            "unreadable",
+            "duplicates",
+            "split_leaks",
+            "label_issues",
+            "relabel_threshold",
+            "valid_pct",
+            "seed",
+        )
         if getattr(args, k) is not None
     }
     if args.dataset:
         policy["dataset"] = args.dataset
     if args.changes:
         policy["changes_csv"] = args.changes
-    table = clean_labels(result, args.out, **policy)
+    try:
+        table = clean_labels(result, args.out, **policy)
+    except ValueError as err:  # a policy value or review dataset the user gave
+        raise UsageError(str(err)) from None
     out = Path(args.out)
     changes = Path(args.changes) if args.changes else out.with_name("changes.csv")
     n_in = len(result.issues)
@@ -469,9 +586,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
         "valid_rows": int(table["is_valid"].sum()) if "is_valid" in table.columns else None,
         "exit_code": EXIT_OK,
     }
-    _out(args, f"cleaned labels: {out} ({len(table):,} of {n_in:,} images kept; changes: {changes})")
-    _out(args, f"train:  ImageDataLoaders.from_csv({str(result.root)!r}, {str(out.resolve())!r}, "
-               f"item_tfms=Resize({int(result.config.get('size') or 224)}))")
+    _out(
+        args, f"cleaned labels: {out} ({len(table):,} of {n_in:,} images kept; changes: {changes})"
+    )
+    _out(
+        args,
+        f"train:  ImageDataLoaders.from_csv({str(result.root)!r}, {str(out.resolve())!r}, "
+        f"item_tfms=Resize({int(result.config.get('size') or 224)}))",
+    )
     _emit_json(args, payload)
     return EXIT_OK
 
@@ -479,6 +601,18 @@ def cmd_clean(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    text = str(message)
+    text = text[len("imgaudit: ") :] if text.startswith("imgaudit: ") else text
+    return f"imgaudit: warning: {text}\n"
+
+
 def _fail(args: argparse.Namespace | None, code: int, message: str) -> int:
     print(f"imgaudit: error: {message}", file=sys.stderr)
     if args is not None and getattr(args, "json", False):
@@ -493,21 +627,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2)
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if args.quiet or args.json:
-        # --json keeps stdout machine-readable; warnings still reach stderr unless --quiet
-        if args.quiet:
-            warnings.simplefilter("ignore")
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        # libraries that set their own logger to INFO (FiftyOne) must not get past -v
+        root.handlers[0].setLevel(level)
+    # Library warnings are for the user: one readable line each, not file:line + source.
+    # (Restored afterwards: main() is also called in-process, by tests and scripts.)
+    saved_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            if args.quiet:
+                warnings.simplefilter("ignore")
+            return _dispatch(args)
+    finally:
+        warnings.formatwarning = saved_format
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except UsageError as err:
         return _fail(args, EXIT_USAGE, str(err))
-    except (OSError, ValueError) as err:
-        # The library raises these for bad input (missing files, unreadable CSV, bad
-        # options); they are the user's to fix, so one line, no traceback.
+    except OSError as err:
+        # missing or unwritable files and folders, a port in use: the user's to fix
         if args.debug:
             raise
         return _fail(args, EXIT_USAGE, str(err) or type(err).__name__)
@@ -516,8 +661,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug: say so, and how to get the traceback
         if args.debug:
             raise
-        return _fail(args, EXIT_INTERNAL, f"internal error: {type(err).__name__}: {err} "
-                                          "(rerun with --debug for the traceback)")
+        return _fail(
+            args,
+            EXIT_INTERNAL,
+            f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+        )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class AuditConfig:
     decode_size: int = 256
     thumbnail_size: int = 128
     max_pixels: int = 89_478_485
-    hash_kinds: tuple[str, ...] = ("phash",)
+    hash_kinds: tuple[str, ...] = ("phash", "phash_jitter")
     # out-of-fold predictions
     label_mode: Literal["fast", "finetune"] = "fast"
     n_folds: int = 5

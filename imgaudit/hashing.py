@@ -1,9 +1,10 @@
 """Perceptual hashes of the 8 dihedral views of an image, as uint64 codes.
 
 The decode pass calls :func:`compute_hashes` once per decoded image. Every kind
-returns a ``(8,)`` uint64 array: the hash of each dihedral view (identity, the three
-rotations, the two flips and the two diagonal reflections) in the column order of
-:data:`DIHEDRAL_VIEWS`. Column 0 is the image as given and is bit-identical to
+returns a ``(8,)`` uint64 array. For ``phash``, ``dhash``, ``whash`` and ``ahash``
+it is the hash of each dihedral view (identity, the three rotations, the two flips
+and the two diagonal reflections) in the column order of :data:`DIHEDRAL_VIEWS`;
+column 0 is the image as given and is bit-identical to
 ``imagehash`` (``int(str(imagehash.phash(img)), 16)``): bits are the hash matrix
 flattened row-major, most significant bit first.
 
@@ -14,6 +15,13 @@ and/or transpose of the original block. Only the median is recomputed per view.
 (The views are therefore the hash of the *transformed 32x32 grid*; the hash of an
 image transformed before resizing can differ by a bit or two for 90-degree
 rotations because PIL's separable resize rounds between its two passes.)
+
+``phash_jitter`` covers what dihedral views cannot: small crops and small
+rotations. Its 8 columns (:data:`JITTER_VIEWS`) are phashes of the image with a 5%
+border cropped, rotated by +5 and -5 degrees (corners filled black, as PIL does),
+rotated and cropped, and mirrored variants. A near-duplicate search that indexes
+these next to the dihedral views finds a copy that was cropped or rotated a little
+(``benchmarks/duplicates.py`` measures on- and off-grid amounts).
 
 The other kinds (``dhash``, ``whash``, ``ahash``) are not linear transforms of a
 small grid that commutes with the views, so their views are computed by transposing
@@ -41,6 +49,9 @@ __all__ = [
     "DIHEDRAL_VIEWS",
     "DIHEDRAL_TRANSPOSE",
     "HASH_KINDS",
+    "JITTER_VIEWS",
+    "JITTER_SPECS",
+    "phash_jitter",
     "apply_view",
     "compute_hashes",
     "phash_views",
@@ -60,6 +71,21 @@ DIHEDRAL_VIEWS: tuple[str, ...] = (
     "transverse",  # reflect about the anti-diagonal
 )
 
+#: Columns of the ``phash_jitter`` kind: (name, border cropped per side, degrees
+#: counter-clockwise, mirrored left-right).
+JITTER_SPECS: tuple[tuple[str, float, float, bool], ...] = (
+    ("crop90", 0.05, 0.0, False),
+    ("crop90_flip_h", 0.05, 0.0, True),
+    ("rot5", 0.0, 5.0, False),
+    ("rot5_flip_h", 0.0, 5.0, True),
+    ("rot-5", 0.0, -5.0, False),
+    ("rot-5_flip_h", 0.0, -5.0, True),
+    ("rot5_crop90", 0.05, 5.0, False),
+    ("rot-5_crop90", 0.05, -5.0, False),
+)
+#: Names of the 8 columns of the ``phash_jitter`` kind.
+JITTER_VIEWS: tuple[str, ...] = tuple(s[0] for s in JITTER_SPECS)
+
 #: The PIL transpose op producing each view (``None`` for the identity).
 DIHEDRAL_TRANSPOSE: dict[str, Image.Transpose | None] = {
     "identity": None,
@@ -73,6 +99,7 @@ DIHEDRAL_TRANSPOSE: dict[str, Image.Transpose | None] = {
 }
 
 _HASH_SIZE = 8
+_JITTER_SIDE = 64  # working short side of phash_jitter
 _HIGHFREQ = 4
 _DCT_SIZE = _HASH_SIZE * _HIGHFREQ  # 32, as imagehash.phash
 _LANCZOS = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS
@@ -140,9 +167,12 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return table[b.view(np.uint8).reshape(*b.shape, 8)].sum(-1)
 
 
-def _dct_lowfreq(gray: Image.Image) -> np.ndarray:
-    """The 8x8 low-frequency DCT block exactly as ``imagehash.phash`` computes it."""
-    pixels = np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS))
+def _dct_lowfreq(gray: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """The 8x8 low-frequency DCT block exactly as ``imagehash.phash`` computes it.
+
+    ``box`` crops before resizing (in the same resampling call, so no extra copy).
+    """
+    pixels = np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
     return dct[:_HASH_SIZE, :_HASH_SIZE]
 
@@ -156,6 +186,40 @@ def phash_views(img: Image.Image) -> np.ndarray:
     blocks = np.where(_TRANSPOSED[:, None, None], low.T[None], low[None]) * _SIGNS
     med = np.median(blocks.reshape(len(DIHEDRAL_VIEWS), -1), axis=1)
     return bits_to_uint64(blocks > med[:, None, None])
+
+
+def phash_jitter(img: Image.Image) -> np.ndarray:
+    """phash of the :data:`JITTER_VIEWS` of an image, ``(8,)`` uint64."""
+    gray = img.convert("L")
+    w, h = gray.size
+    # work at a short side of 64 (aspect kept, so rotation angles stay true): the
+    # views end at 32x32 anyway, and rotating a decode-scale image costs far more
+    k = _JITTER_SIDE / min(w, h)
+    if k < 1:
+        # a box reduce to >= 2x the working size first: Lanczos from a large image is
+        # the costliest step of the decode pass, and these views need no bit-exactness
+        factor = min(w, h) // (2 * _JITTER_SIDE)
+        if factor >= 2:
+            gray = gray.reduce(factor)
+        w, h = max(1, round(w * k)), max(1, round(h * k))
+        gray = gray.resize((w, h), _LANCZOS)
+    flip_h = DIHEDRAL_VIEWS.index("flip_h")
+    grids: dict[tuple[float, float], np.ndarray] = {}
+    rotated: dict[float, Image.Image] = {0.0: gray}
+    for _, border, angle, _mirror in JITTER_SPECS:
+        if (border, angle) in grids:
+            continue  # the mirrored view reuses the grid (its DCT signs flip)
+        if angle not in rotated:
+            rotated[angle] = gray.rotate(angle, resample=Image.Resampling.BILINEAR)
+        src = rotated[angle]
+        box = (w * border, h * border, w * (1 - border), h * (1 - border)) if border else None
+        grids[(border, angle)] = np.asarray(src.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
+    keys = list(grids)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.stack([grids[k] for k in keys]), axis=1), axis=2)
+    low = {k: dct[n, :_HASH_SIZE, :_HASH_SIZE] for n, k in enumerate(keys)}
+    arr = np.stack([low[(b, a)] * _SIGNS[flip_h] if m else low[(b, a)] for _, b, a, m in JITTER_SPECS])
+    med = np.median(arr.reshape(len(arr), -1), axis=1)
+    return bits_to_uint64(arr > med[:, None, None])
 
 
 def _imagehash_kind(fn: Callable[[Image.Image], object]) -> Callable[[Image.Image], np.ndarray]:
@@ -175,6 +239,7 @@ def _build_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
 
     return {
         "phash": phash_views,
+        "phash_jitter": phash_jitter,
         "dhash": _imagehash_kind(imagehash.dhash),
         "whash": _imagehash_kind(imagehash.whash),
         "ahash": _imagehash_kind(imagehash.average_hash),
@@ -182,7 +247,7 @@ def _build_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
 
 
 #: The selectable hash kinds.
-HASH_KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
+HASH_KINDS: tuple[str, ...] = ("phash", "phash_jitter", "dhash", "whash", "ahash")
 _KIND_FNS: dict[str, Callable[[Image.Image], np.ndarray]] = {}
 
 
@@ -194,12 +259,14 @@ def compute_hashes(img_rgb: Image.Image, kinds: Iterable[str] = ("phash",)) -> d
     img_rgb
         The decoded image (any mode; converted to grayscale as imagehash does).
     kinds
-        Hash kinds among :data:`HASH_KINDS`.
+        Hash kinds among :data:`HASH_KINDS`. ``phash_jitter`` columns follow
+        :data:`JITTER_VIEWS` instead of the dihedral views.
 
     Returns
     -------
     dict
-        ``{kind: (8,) uint64}``, columns in :data:`DIHEDRAL_VIEWS` order.
+        ``{kind: (8,) uint64}``, columns in :data:`DIHEDRAL_VIEWS` order
+        (:data:`JITTER_VIEWS` for ``phash_jitter``).
 
     Example
     -------
@@ -209,10 +276,10 @@ def compute_hashes(img_rgb: Image.Image, kinds: Iterable[str] = ("phash",)) -> d
     """
     if not _KIND_FNS:
         _KIND_FNS.update(_build_kinds())
-    out: dict[str, np.ndarray] = {}
-    for kind in kinds:
-        fn = _KIND_FNS.get(kind)
-        if fn is None:
-            raise ValueError(f"unknown hash kind {kind!r}; choose from {list(HASH_KINDS)}")
-        out[kind] = fn(img_rgb)
-    return out
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in _KIND_FNS]
+    if unknown:
+        raise ValueError(f"unknown hash kind {unknown[0]!r}; choose from {list(HASH_KINDS)}")
+    # every kind starts from the same grayscale image (as imagehash does): convert once
+    gray = img_rgb.convert("L") if kinds else img_rgb
+    return {kind: _KIND_FNS[kind](gray) for kind in kinds}

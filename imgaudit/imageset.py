@@ -294,7 +294,12 @@ def _from_folder(root: Path) -> ImageSet:
             f"{symlinked[:5]}; pass a labels CSV to include them",
             stacklevel=3,
         )
-    other = [s for s in info.get("skipped", []) if s["reason"] not in ("hidden", "directory symlink not followed")]
+    # files next to the data (labels.csv, README.md at the root) are expected;
+    # non-images inside the image folders are worth a warning
+    other = [
+        s for s in info.get("skipped", [])
+        if s["reason"] not in ("hidden", "directory symlink not followed") and "/" in s["path"]
+    ]  # fmt: skip
     if other:
         warnings.warn(
             f"skipped {len(other)} file(s) that are not images (see ImageSet.info['skipped']): "
@@ -389,7 +394,7 @@ def _from_table(
     if scol:
         raw_splits = df[scol].tolist()
         splits = [SPLIT_NAMES.get(str(s).strip().lower()) for s in raw_splits]
-        unknown = sorted({str(s) for s, v in zip(raw_splits, splits) if v is None and str(s).strip()})
+        unknown = sorted({str(s) for s, v in zip(raw_splits, splits, strict=True) if v is None and str(s).strip()})
         if unknown:
             info["unknown_split_values"] = unknown
             warnings.warn(f"unknown split value(s) {unknown[:10]}: those rows get split=None", stacklevel=3)
@@ -403,7 +408,7 @@ def _from_table(
     first_row: dict[str, int] = {}
     dup: dict[str, list[int]] = {}
     bad_names: list[int] = []
-    for i, (name, label, split) in enumerate(zip(names, labels, splits)):
+    for i, (name, label, split) in enumerate(zip(names, labels, splits, strict=True)):
         if name is None or (isinstance(name, float) and name != name) or str(name).strip() == "":
             bad_names.append(i)
             continue
@@ -430,7 +435,7 @@ def _from_table(
         warnings.warn(f"{len(bad_names)} row(s) without a file name were ignored: rows {bad_names[:10]}", stacklevel=3)
     if dup:
         # table rows are positions in the source table; labels show conflicting copies
-        entries = []
+        entries: list[dict[str, Any]] = []
         for key, idx in dup.items():
             labs = [None if labels[j] is None else str(labels[j]) for j in idx]
             entries.append({"path": key, "rows": idx, "labels": labs, "conflicting": len(set(labs)) > 1})

@@ -76,6 +76,28 @@ _ORIENTATION_OPS: dict[int, Image.Transpose] = {
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
+# leading bytes of common formats: a file that starts like an image but cannot be
+# identified is corrupt, not "not an image"
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 class UnreadableImage(Exception):
     """A file that cannot be decoded; ``reason`` says why in one short sentence."""
 
@@ -258,6 +280,9 @@ def _decode_bytes(data: bytes, max_pixels: int, decode_size: int | None) -> Load
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
+            fmt = _sniff(data[:16])
+            if fmt is not None:
+                raise UnreadableImage(f"corrupt: {fmt} signature but the header cannot be parsed") from exc
             if _looks_like_text(data[:512]):
                 raise UnreadableImage("not an image: the file contains text") from exc
             raise UnreadableImage("not an image: unrecognised file format") from exc

@@ -159,17 +159,23 @@ def _split_widths(m: int) -> list[int]:
     return [base + 1] * extra + [base] * (m - extra)
 
 
-def _plan(n_db: int, radius: int) -> int | None:
-    """Number of substrings minimising the estimated per-query cost; None = brute force."""
-    best_m, best_cost = None, float(n_db)  # brute force: one check per database code
+def _plan(n_db: int, radius: int, n_query: int | None = None) -> int | None:
+    """Number of substrings minimising the estimated total cost; None = brute force.
+
+    Costs are in candidate checks: brute force checks every database code per
+    query; the multi-index pays the table build (offsets over ``2**b`` keys plus a
+    sort) and, per query, its bucket lookups and candidate checks.
+    """
+    nq = n_db if n_query is None else n_query
+    best_m, best_cost = None, float(n_db) * nq
     for m in range(2, 17):
         widths = _split_widths(m)
         if widths[0] > _MAX_BITS:
             continue
         q = radius // m
-        cost = sum(
-            _n_within(b, q) * (_LOOKUP_COST + n_db / 2.0**b) for b in widths
-        )
+        per_query = sum(_n_within(b, q) * (_LOOKUP_COST + n_db / 2.0**b) for b in widths)
+        build = sum(2.0**b + 20.0 * n_db for b in widths)
+        cost = nq * per_query + build
         if cost < best_cost:
             best_m, best_cost = m, cost
     return best_m
@@ -180,8 +186,8 @@ class MultiIndex:
     """Multi-index hash tables over a database of uint64 codes (built once, queried many)."""
 
     codes: np.ndarray  # (m, N) uint64, codes in each table's key order
-    ids: np.ndarray  # (m, N) int64, database row of each entry
-    offsets: np.ndarray  # (m, 2**bmax + 1) int64, bucket starts per table
+    ids: np.ndarray  # (m, N) int32 (int64 past 2**31 entries), database row of each entry
+    offsets: np.ndarray  # (m, 2**bmax + 1) same dtype as ids, bucket starts per table
     shifts: np.ndarray  # (m,) uint64
     submasks: np.ndarray  # (m,) uint64
     radius: int
@@ -193,9 +199,11 @@ class MultiIndex:
         shifts = np.cumsum([0, *widths[:-1]]).astype(np.uint64)
         submasks = np.array([(1 << w) - 1 for w in widths], dtype=np.uint64)
         size = 1 << max(widths)
+        # 32-bit ids and offsets halve the memory the random bucket reads touch
+        itype = np.int32 if len(db) < 2**31 - 1 else np.int64
         codes = np.empty((m, len(db)), dtype=np.uint64)
-        ids = np.empty((m, len(db)), dtype=np.int64)
-        offsets = np.zeros((m, size + 1), dtype=np.int64)
+        ids = np.empty((m, len(db)), dtype=itype)
+        offsets = np.zeros((m, size + 1), dtype=itype)
         for t in range(m):
             keys = (db >> shifts[t]) & submasks[t]
             order = np.argsort(keys, kind="stable")
@@ -314,7 +322,7 @@ def radius_pairs(
     q_codes = np.ascontiguousarray(codes[:, 0] if codes.ndim == 2 else codes)
     q_ids = np.arange(n, dtype=np.int64)
     self_join = not dihedral
-    m = _plan(n * n_views, radius)
+    m = _plan(n * n_views, radius, n)
     if method == "brute" or (method == "mih" and m is None):
         m = None if method == "brute" else 4
     if dihedral and m is None:
@@ -324,7 +332,7 @@ def radius_pairs(
     db = np.ascontiguousarray(codes[:, 0] if codes.ndim == 2 else codes)
     old_threads = numba.get_num_threads()
     if n_threads is not None:
-        numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
         if m is None:
             logger.debug("radius_pairs: brute force over %d codes", n)

@@ -1,19 +1,59 @@
 """Out-of-fold predictions, embeddings and reusable fold models.
 
-(Work in progress by engineer C: the :class:`OOF` interface below is final; the
-training code lands next.)
+Every readable, labeled image gets exactly one predicted probability vector from a
+model that never saw it during training (K-fold cross-fitting). Two ways to get
+there, chosen by ``AuditConfig.label_mode``:
+
+``"finetune"``
+    K fastai ``vision_learner`` fits (ImageNet weights when available). The most
+    accurate probabilities, hence the best label-issue precision, but it costs K
+    full trainings: pick it for a final audit, or when the images look nothing
+    like ImageNet photos (tiny grayscale, medical, satellite) and fast mode's
+    frozen features separate the classes poorly.
+``"fast"`` (default)
+    One forward pass of a frozen pretrained backbone gives multi-layer embeddings
+    (pooled activations of several depths: the shallow ones transfer better to
+    domain-shifted data than the last layer alone), then K scikit-learn
+    logistic-regression heads give the probabilities. Typically 5-20x quicker;
+    pick it for a first look, big datasets, CPU-only machines, or photos close to
+    ImageNet's domain.
+
+Both modes make the same outputs (:class:`OOF`) and keep their fold models, so
+:meth:`OOF.predict_views` can re-predict every image under other views (the
+rotation probe). **The fold models are never trained with rotations or flips**
+(neither horizontal nor vertical): a model trained with a transform is invariant
+to it by construction and the probe could not measure it. The augmentations used
+are listed in ``OOF.train_transforms``.
+
+Folds are stratified by label and duplicate-aware: when a duplicates check ran
+before (``ctx.outputs["exact_duplicates"]`` / ``["near_duplicates"]``), every
+duplicate group stays inside one fold, so a copy cannot leak its label into its
+own prediction.
+
+Everything (probabilities, embeddings, folds and the fold models) is cached in the
+audit cache, keyed by the image contents (``records.sha1``), labels, duplicate
+groups and options: a second audit of the same data trains nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
+
+from .columns import extra_col
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from .context import AuditContext
@@ -22,7 +62,37 @@ logger = logging.getLogger(__name__)
 
 View = Callable[["Image.Image"], "Image.Image"]
 
+#: bump when the outputs of a given configuration change (invalidates cached runs)
+TRAINING_VERSION = 1
 
+#: cache namespace of whole out-of-fold runs
+CACHE_NS = "oof"
+
+#: smallest and default-largest training image size (short side, pixels)
+MIN_TRAIN_SIZE = 32
+#: fast mode upsamples small images at least this far: frozen ImageNet filters
+#: need objects at a scale they were trained on
+FAST_MIN_SIZE = 64
+#: fast mode: dimensions kept by the PCA that compresses the multi-layer features
+FAST_PCA_DIMS = 128
+#: fast mode: inverse L2 strength of the logistic-regression heads
+FAST_C = 0.01
+#: fine-tune mode: random zoom and lighting only (no rotation, no flip, no warp)
+FINETUNE_MAX_ZOOM = 1.1
+FINETUNE_MAX_LIGHTING = 0.2
+
+#: duplicate checks whose groups must not be split across folds
+DUPLICATE_CHECKS = ("exact_duplicates", "near_duplicates")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_warned_pretrained: set[str] = set()
+
+
+# ---------------------------------------------------------------------------------------
+# the result
+# ---------------------------------------------------------------------------------------
 @dataclass
 class OOF:
     """Out-of-fold predictions of every readable, labeled image.
@@ -37,7 +107,8 @@ class OOF:
     mask
         ``bool`` (N,): rows that got an out-of-fold prediction.
     folds
-        ``int`` (N,): the fold each image was held out in; -1 where masked.
+        ``int`` (N,): the fold each image was held out in; -1 where masked (and
+        everywhere in ``"user"`` mode, where the folds are unknown).
     probs
         ``float`` (N, K): out-of-fold predicted probabilities; NaN where masked.
     embeddings
@@ -86,6 +157,12 @@ class OOF:
         ------
         NotImplementedError
             In ``"user"`` mode: there are no models to re-run.
+
+        Examples
+        --------
+        >>> from PIL import Image
+        >>> views = {"rot180": lambda im: im.transpose(Image.Transpose.ROTATE_180)}
+        >>> p = ctx.oof.predict_views(views)["rot180"]  # doctest: +SKIP
         """
         if self.mode == "user" or self._predictor is None:
             raise NotImplementedError(
@@ -94,6 +171,854 @@ class OOF:
         return self._predictor.predict_views(self, views, progress)
 
 
+# ---------------------------------------------------------------------------------------
+# backbones (torchvision, ImageNet weights from the local torch hub cache only)
+# ---------------------------------------------------------------------------------------
+def _weights_enum(arch: str) -> Any | None:
+    """The ImageNet weights torchvision would use for ``arch``: a checkpoint already in
+    the torch hub cache (DEFAULT first, then older versions), else DEFAULT."""
+    import torch
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError, AttributeError):
+        return None
+    candidates = [enum.DEFAULT, *[w for w in enum if w is not enum.DEFAULT]]
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    for w in candidates:
+        if (checkpoints / Path(w.url).name).is_file():
+            return w
+    return enum.DEFAULT
+
+
+def weights_path(arch: str) -> Path | None:
+    """Where torchvision looks for ``arch``'s ImageNet checkpoint (torch hub cache)."""
+    import torch
+
+    w = _weights_enum(arch)
+    if w is None:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+
+
+def resolve_pretrained(arch: str, pretrained: bool | Literal["auto"]) -> bool:
+    """Decide whether ImageNet weights are used.
+
+    ``"auto"`` uses them only when the checkpoint is already in the torch hub cache
+    (imgaudit never downloads); otherwise it warns once per architecture and the
+    models train from scratch. ``True`` insists (torchvision may then download).
+    """
+    if pretrained is False:
+        return False
+    if pretrained is True:
+        return True
+    path = weights_path(arch)
+    if path is not None and path.is_file():
+        return True
+    if arch not in _warned_pretrained:
+        _warned_pretrained.add(arch)
+        where = f" (looked for {path})" if path is not None else ""
+        warnings.warn(
+            f"imgaudit: no ImageNet weights for {arch!r} in the torch hub cache{where}; "
+            "training from scratch, which needs more epochs and gives weaker label-issue "
+            "detection. Put the checkpoint there (or set TORCH_HOME) to use pretrained weights.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def build_torchvision(arch: str, pretrained: bool) -> torch.nn.Module:
+    """A torchvision classification model, with ImageNet weights when ``pretrained``."""
+    import torchvision
+
+    weights = _weights_enum(arch) if pretrained else None
+    if pretrained and weights is None:
+        raise ValueError(f"torchvision has no pretrained weights for {arch!r}")
+    return torchvision.models.get_model(arch, weights=weights)
+
+
+def body_of(model: torch.nn.Module) -> torch.nn.Sequential:
+    """The convolutional body (everything before global pooling) of a torchvision model."""
+    import torch.nn as nn
+
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        return features
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if "avgpool" in names:  # ResNet / RegNet style: stem, stages, avgpool, fc
+        return nn.Sequential(*[m for _, m in children[: names.index("avgpool")]])
+    raise ValueError(
+        f"cannot find the convolutional body of {type(model).__name__}; use a ResNet, "
+        "MobileNet, EfficientNet, ConvNeXt, DenseNet, VGG or similar torchvision arch"
+    )
+
+
+class _Prebuilt:
+    """A fastai ``arch`` callable that returns a model built beforehand.
+
+    fastai's ``vision_learner`` calls ``arch(pretrained=...)``; we build the model
+    ourselves so that "auto" never downloads and any torchvision arch works. The
+    model is handed over as ``Sequential(body, pool)``: fastai cuts at the last
+    pooling child, which leaves exactly our :func:`body_of`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        import torch.nn as nn
+
+        self.model = nn.Sequential(body_of(model), nn.AdaptiveAvgPool2d(1))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        return self.model
+
+
+def _device() -> torch.device:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# image batches (the one loader, a view, resize, normalise)
+# ---------------------------------------------------------------------------------------
+class _ViewDataset:
+    """Items: positions; returns a (V, 3, S, S) float tensor of the views of one image."""
+
+    def __init__(
+        self, paths: Sequence[str], positions: np.ndarray, views: Sequence[View], size: int,
+        max_pixels: int,
+    ) -> None:
+        self.paths = list(paths)
+        self.positions = positions
+        self.views = list(views)
+        self.size = size
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import torch
+        from PIL import Image as PILImage
+
+        from .imaging import load_rgb
+
+        img = load_rgb(self.paths[self.positions[i]], max_pixels=self.max_pixels, decode_size=self.size)
+        out = []
+        for view in self.views:
+            v = view(img).convert("RGB").resize((self.size, self.size), PILImage.Resampling.BILINEAR)
+            out.append(torch.from_numpy(np.asarray(v, dtype=np.uint8).copy()).permute(2, 0, 1))
+        return torch.stack(out)
+
+
+def _iter_view_batches(
+    paths: Sequence[str], positions: np.ndarray, views: Sequence[View], size: int, max_pixels: int,
+    batch_size: int, workers: int,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield (positions, normalised float tensor (B, V, 3, S, S)) batches."""
+    import torch
+
+    ds = _ViewDataset(paths, positions, views, size, max_pixels)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    start = 0
+    for batch in dl:
+        x = (batch.float() / 255.0 - mean) / std
+        yield positions[start : start + len(batch)], x
+        start += len(batch)
+
+
+def _progress(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not enabled, leave=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# fast mode: frozen multi-layer features -> PCA -> K-fold logistic regression
+# ---------------------------------------------------------------------------------------
+class FeatureExtractor:
+    """Frozen backbone; pooled activations of the deeper two thirds of its stages.
+
+    Each stage contributes its global average; stages where the resolution drops
+    next also contribute a 2x2 average grid (coarse layout: where the sleeves are).
+    """
+
+    def __init__(self, arch: str, pretrained: bool, seed: int = 0) -> None:
+        import torch
+
+        self.arch = arch
+        self.pretrained = pretrained
+        # without ImageNet weights the features are those of a random network: seed
+        # it, so that cached heads and a later predict_views see the same network
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_torchvision(arch, pretrained)
+        self.body = body_of(model).eval()
+        self.device = _device()
+        self.body.to(self.device)
+        for p in self.body.parameters():
+            p.requires_grad_(False)
+        self.first_tap = len(self.body) // 3
+        self._grid_taps: set[int] | None = None
+        self._torch = torch
+
+    def _find_grid_taps(self, x: torch.Tensor) -> set[int]:
+        sizes = []
+        for m in self.body:
+            x = m(x)
+            sizes.append(x.shape[-1])
+        return {
+            i for i in range(self.first_tap, len(sizes) - 1)
+            if sizes[i + 1] < sizes[i] and sizes[i] >= 2
+        }
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised images -> (B, D) features."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = x.to(self.device)
+            if self._grid_taps is None:
+                self._grid_taps = self._find_grid_taps(x[:1])
+            outs = []
+            for i, m in enumerate(self.body):
+                x = m(x)
+                if i >= self.first_tap:
+                    outs.append(x.mean(dim=(2, 3)))
+                    if i in self._grid_taps:
+                        outs.append(torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1))
+            return torch.cat(outs, dim=1).float().cpu()
+
+
+@dataclass
+class _FastHeads:
+    """Standardise + PCA (fitted on all readable images, label-free) and K linear heads."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # (d, D)
+    pca_mean: np.ndarray
+    coef: list[np.ndarray]  # per fold (k_f, d)
+    intercept: list[np.ndarray]
+    class_idx: list[np.ndarray]  # per fold: which of the K classes the head knows
+
+    def embed(self, raw: np.ndarray) -> np.ndarray:
+        z = (raw - self.mean) / self.scale
+        return (z - self.pca_mean) @ self.components.T
+
+    def probs(self, fold: int, emb: np.ndarray, n_classes: int) -> np.ndarray:
+        logits = emb @ self.coef[fold].T + self.intercept[fold]
+        if logits.shape[1] == 1:  # sklearn binary head: one logit for class_idx[1]
+            logits = np.hstack([np.zeros_like(logits), logits])
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        p = np.zeros((len(emb), n_classes))
+        p[:, self.class_idx[fold]] = e / e.sum(axis=1, keepdims=True)
+        return p
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {
+            "mean": self.mean, "scale": self.scale, "components": self.components,
+            "pca_mean": self.pca_mean,
+        }
+        for f, (c, b, k) in enumerate(zip(self.coef, self.intercept, self.class_idx, strict=True)):
+            arrays[f"coef{f}"], arrays[f"intercept{f}"], arrays[f"class_idx{f}"] = c, b, k
+        buf = io.BytesIO()
+        np.savez(buf, n_folds=np.array(len(self.coef)), **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> _FastHeads:
+        z = np.load(io.BytesIO(data))
+        n = int(z["n_folds"])
+        return cls(
+            z["mean"], z["scale"], z["components"], z["pca_mean"],
+            [z[f"coef{f}"] for f in range(n)], [z[f"intercept{f}"] for f in range(n)],
+            [z[f"class_idx{f}"] for f in range(n)],
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# predictors: re-run the fold models under views
+# ---------------------------------------------------------------------------------------
+class _Predictor:
+    def __init__(self, plan: _Plan, abspaths: list[str]) -> None:
+        self.plan = plan
+        self.abspaths = abspaths
+
+    def predict_views(
+        self, oof: OOF, views: dict[str, View], progress: bool
+    ) -> dict[str, np.ndarray]:
+        n, k = oof.probs.shape
+        names = list(views)
+        out = {name: np.full((n, k), np.nan) for name in names}
+        if not names:
+            return out
+        for pos, p in self._predict(oof, [views[v] for v in names], progress):
+            for j, name in enumerate(names):
+                out[name][pos] = p[:, j]
+        return out
+
+    def _predict(
+        self, oof: OOF, views: list[View], progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (positions, probs (B, V, K))."""
+        raise NotImplementedError
+
+
+class _FastPredictor(_Predictor):
+    def __init__(self, plan: _Plan, abspaths: list[str], heads: _FastHeads) -> None:
+        super().__init__(plan, abspaths)
+        self.heads = heads
+        self._extractor: FeatureExtractor | None = None
+
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.plan.arch, self.plan.pretrained, self.plan.seed)
+        return self._extractor
+
+    def _predict(
+        self, oof: OOF, views: list[View], progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        positions = np.flatnonzero(oof.mask)
+        ext = self.extractor()
+        k = len(oof.classes)
+        batches = _iter_view_batches(
+            self.abspaths, positions, views, self.plan.size, self.plan.max_pixels,
+            self.plan.batch_size, self.plan.workers,
+        )
+        total = -(-len(positions) // self.plan.batch_size)
+        for pos, x in _progress(batches, progress, total=total, desc="views"):
+            b, v = x.shape[:2]
+            emb = self.heads.embed(ext(x.flatten(0, 1)).numpy().astype(np.float64))
+            emb = emb.reshape(b, v, -1)
+            p = np.empty((b, v, k))
+            for f in np.unique(oof.folds[pos]):
+                rows = oof.folds[pos] == f
+                for j in range(v):
+                    p[rows, j] = self.heads.probs(int(f), emb[rows, j], k)
+            yield pos, p
+
+
+class _FinetunePredictor(_Predictor):
+    def __init__(self, plan: _Plan, abspaths: list[str], states: list[bytes], n_classes: int) -> None:
+        super().__init__(plan, abspaths)
+        self.states = states
+        self.n_classes = n_classes
+
+    def model(self, fold: int) -> torch.nn.Module:
+        import torch
+        from fastai.vision.learner import create_vision_model
+
+        net = create_vision_model(
+            _Prebuilt(build_torchvision(self.plan.arch, False)), self.n_classes,
+            pretrained=False,
+        )
+        state = torch.load(io.BytesIO(self.states[fold]), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        return net.to(_device()).eval()
+
+    def _predict(
+        self, oof: OOF, views: list[View], progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        dev = _device()
+        for f in _progress(range(len(self.states)), progress, desc="fold models"):
+            positions = np.flatnonzero(oof.mask & (oof.folds == f))
+            if not len(positions):
+                continue
+            net = self.model(f)
+            batches = _iter_view_batches(
+                self.abspaths, positions, views, self.plan.size, self.plan.max_pixels,
+                self.plan.batch_size, self.plan.workers,
+            )
+            with torch.inference_mode():
+                for pos, x in batches:
+                    b, v = x.shape[:2]
+                    logits = net(x.flatten(0, 1).to(dev)).float()
+                    yield pos, torch.softmax(logits, dim=1).cpu().numpy().reshape(b, v, -1)
+
+
+# ---------------------------------------------------------------------------------------
+# plan: the resolved options of one run
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    mode: Literal["fast", "finetune"]
+    arch: str
+    pretrained: bool
+    size: int
+    n_folds: int
+    epochs: int
+    batch_size: int
+    lr: float | None
+    seed: int
+    workers: int
+    max_pixels: int
+    progress: bool
+
+    def key_parts(self) -> tuple[Any, ...]:
+        # workers and progress do not change results
+        return (
+            TRAINING_VERSION, self.mode, self.arch, self.pretrained, self.size, self.n_folds,
+            self.epochs, self.batch_size, self.lr, self.seed,
+            FAST_MIN_SIZE, FAST_PCA_DIMS, FAST_C, FINETUNE_MAX_ZOOM, FINETUNE_MAX_LIGHTING,
+        )
+
+    def train_transforms(self) -> list[str]:
+        resize = f"Resize({self.size}, method=squish)"
+        if self.mode == "fast":
+            return [resize]
+        return [resize, f"zoom(max_zoom={FINETUNE_MAX_ZOOM})",
+                f"lighting(max_lighting={FINETUNE_MAX_LIGHTING})"]
+
+
+def default_size(records: pd.DataFrame, ok: np.ndarray, max_size: int, min_size: int) -> int:
+    """Median short side of the readable images, clamped to ``[min_size, max_size]``."""
+    if ok.any() and "width" in records and "height" in records:
+        short = np.minimum(
+            records["width"].to_numpy(dtype=float)[ok], records["height"].to_numpy(dtype=float)[ok]
+        )
+        short = short[np.isfinite(short)]
+        med = float(np.median(short)) if len(short) else float(max_size)
+    else:
+        med = float(max_size)
+    return int(min(max(round(med), min_size), max(max_size, min_size)))
+
+
+def make_plan(ctx: AuditContext, ok: np.ndarray) -> _Plan:
+    cfg = ctx.config
+    mode = cfg.label_mode
+    min_size = FAST_MIN_SIZE if mode == "fast" else MIN_TRAIN_SIZE
+    size = cfg.train_size or default_size(ctx.records, ok, cfg.size, min_size)
+    return _Plan(
+        mode=mode, arch=cfg.arch, pretrained=resolve_pretrained(cfg.arch, cfg.pretrained),
+        size=int(size), n_folds=int(cfg.n_folds), epochs=int(cfg.epochs),
+        batch_size=int(cfg.batch_size), lr=cfg.lr, seed=int(cfg.seed), workers=cfg.workers(),
+        max_pixels=int(cfg.max_pixels), progress=bool(cfg.progress),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# folds
+# ---------------------------------------------------------------------------------------
+def duplicate_groups(ctx: AuditContext) -> np.ndarray:
+    """Group id per image (N,): images of one duplicate group share an id.
+
+    Merges the groups of every duplicates check that ran (union-find, so an exact
+    copy of a near duplicate joins both); images in no group get their own id.
+    """
+    n = len(ctx.paths)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return int(i)
+
+    for check in DUPLICATE_CHECKS:
+        df = ctx.outputs.get(check)
+        col = extra_col(check, "group")
+        if df is None or col not in df:
+            continue
+        g = df[col].reindex(ctx.paths)
+        valid = g.notna().to_numpy()
+        gv = g.to_numpy()
+        if valid.any() and pd.api.types.is_numeric_dtype(g):
+            valid &= pd.to_numeric(g, errors="coerce").fillna(-1).to_numpy() >= 0
+        first: dict[Any, int] = {}
+        for i in np.flatnonzero(valid):
+            key = gv[i]
+            if key in first:
+                a, b = find(i), find(first[key])
+                if a != b:
+                    parent[a] = b
+            else:
+                first[key] = int(i)
+    return np.array([find(i) for i in range(n)])
+
+
+def make_folds(
+    labels: np.ndarray, mask: np.ndarray, groups: np.ndarray, n_folds: int, seed: int
+) -> np.ndarray:
+    """Stratified, group-aware fold id per row (-1 where ``mask`` is False)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = np.full(len(labels), -1, dtype=int)
+    idx = np.flatnonzero(mask)
+    n_groups = len(np.unique(groups[idx]))
+    k = min(n_folds, n_groups)
+    if k < 2:
+        raise ValueError("need at least 2 independent labeled images for out-of-fold predictions")
+    if k < n_folds:
+        logger.info("only %d independent labeled images: using %d folds", n_groups, k)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # rare classes (fewer members than folds) are expected in audits
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        for f, (_, test) in enumerate(splitter.split(idx, labels[idx], groups[idx])):
+            folds[idx[test]] = f
+    return folds
+
+
+# ---------------------------------------------------------------------------------------
+# caching
+# ---------------------------------------------------------------------------------------
+def _run_key(plan: _Plan, sha1: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+             mask: np.ndarray, classes: list[str]) -> str:
+    h = hashlib.sha1()
+    h.update(repr(plan.key_parts()).encode())
+    h.update(repr(classes).encode())
+    # groups canonicalised to first-occurrence order, so ids don't matter, only the partition
+    _, canon = np.unique(groups, return_inverse=True)
+    order = {g: i for i, g in enumerate(dict.fromkeys(canon.tolist()))}
+    for s, lab, g, m in zip(sha1, labels, canon, mask, strict=True):
+        h.update(f"{s}|{lab}|{order[g]}|{int(m)};".encode())
+    return h.hexdigest()
+
+
+def _pack(arrays: dict[str, np.ndarray], meta: dict[str, Any], blobs: dict[str, bytes]) -> bytes:
+    import json
+
+    buf = io.BytesIO()
+    extra = {f"blob_{k}": np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()}
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays, **extra)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, bytes]]:
+    import json
+
+    z = np.load(io.BytesIO(data), allow_pickle=False)
+    meta = json.loads(z["meta"].tobytes().decode())
+    arrays = {k: z[k] for k in z.files if k != "meta" and not k.startswith("blob_")}
+    blobs = {k[5:]: z[k].tobytes() for k in z.files if k.startswith("blob_")}
+    return arrays, meta, blobs
+
+
+# ---------------------------------------------------------------------------------------
+# the entry point
+# ---------------------------------------------------------------------------------------
+def encode_labels(ctx: AuditContext) -> tuple[list[str], np.ndarray]:
+    """Sorted classes and the label index per image (-1 where unlabeled)."""
+    classes = [str(c) for c in ctx.imageset.classes] if ctx.imageset.has_labels else []
+    if ctx.labels is None or not classes:
+        return classes, np.full(len(ctx.paths), -1, dtype=int)
+    lookup = {c: i for i, c in enumerate(classes)}
+    labels = np.array(
+        [lookup.get(str(v), -1) if v is not None and not pd.isna(v) else -1 for v in ctx.labels],
+        dtype=int,
+    )
+    return classes, labels
+
+
+def _user_oof(ctx: AuditContext, classes: list[str], labels: np.ndarray, ok: np.ndarray) -> OOF:
+    cfg = ctx.config
+    n = len(ctx.paths)
+    probs = np.asarray(cfg.pred_probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != n:
+        raise ValueError(f"pred_probs must have shape (n_images={n}, n_classes), got {probs.shape}")
+    if classes and probs.shape[1] != len(classes):
+        raise ValueError(
+            f"pred_probs has {probs.shape[1]} columns but the labels have {len(classes)} "
+            f"classes {classes} (columns must follow this sorted order)"
+        )
+    finite = np.isfinite(probs).all(axis=1)
+    mask = ok & (labels >= 0) & finite
+    probs = probs.copy()
+    probs[~mask] = np.nan
+    emb = None
+    if cfg.features is not None:
+        emb = np.asarray(cfg.features, dtype=float)
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise ValueError(f"features must have shape (n_images={n}, dim), got {emb.shape}")
+        emb = emb.copy()
+        emb[~ok] = np.nan
+    return OOF(
+        classes=classes, labels=np.where(ok, labels, -1), mask=mask,
+        folds=np.full(n, -1, dtype=int), probs=probs, embeddings=emb, mode="user",
+        train_transforms=[], info={"mode": "user"},
+    )
+
+
 def compute_oof(ctx: AuditContext) -> OOF:
-    """Compute (or restore from the cache) the out-of-fold predictions of ``ctx``."""
-    raise NotImplementedError("being written")
+    """Out-of-fold probabilities, embeddings and fold models of ``ctx``'s images.
+
+    Only readable (``ctx.records.ok``), labeled images take part. Options come
+    from ``ctx.config`` (``label_mode``, ``n_folds``, ``arch``, ``train_size``,
+    ``epochs``, ``batch_size``, ``lr``, ``pretrained``, ``pred_probs``, ``features``,
+    ``seed``, ``num_workers``, ``progress``). The fold models are never trained with
+    rotations or flips (see the module docstring). When fewer than two classes are
+    labeled, no probabilities are made (``mask`` is all False) but the embeddings
+    still are (the outlier check reads them).
+
+    Returns
+    -------
+    OOF
+
+    Examples
+    --------
+    >>> from imgaudit.config import AuditConfig
+    >>> from imgaudit.context import AuditContext
+    >>> from imgaudit.imageset import load_images
+    >>> ctx = AuditContext(load_images("data/"), AuditConfig(label_mode="fast"))  # doctest: +SKIP
+    >>> oof = compute_oof(ctx)  # doctest: +SKIP
+    >>> oof.probs.shape  # doctest: +SKIP
+    (1200, 10)
+    """
+    classes, labels = encode_labels(ctx)
+    ok = ctx.records["ok"].reindex(ctx.paths).fillna(False).to_numpy(dtype=bool)
+    if ctx.config.pred_probs is not None:
+        return _user_oof(ctx, classes, labels, ok)
+
+    labels = np.where(ok, labels, -1)
+    n, k = len(ctx.paths), len(classes)
+    mask = labels >= 0
+    if len(np.unique(labels[mask])) < 2:
+        mask = np.zeros(n, dtype=bool)
+    plan = make_plan(ctx, ok)
+    groups = duplicate_groups(ctx)
+    folds = make_folds(labels, mask, groups, plan.n_folds, plan.seed) if mask.any() else np.full(n, -1)
+    sha1 = ctx.records["sha1"].reindex(ctx.paths).astype(str).to_numpy()
+    key = _run_key(plan, sha1, labels, groups, mask, classes)
+    abspaths = [str(ctx.abspath(p)) for p in ctx.paths]
+
+    cached = ctx.cache.get(CACHE_NS, key) if ctx.cache is not None else None
+    if cached is not None:
+        logger.info("out-of-fold predictions restored from the cache (%s mode)", plan.mode)
+        arrays, meta, blobs = _unpack(cached)
+        return _assemble(plan, abspaths, classes, labels, arrays, meta, blobs, cached=True)
+
+    t0 = time.perf_counter()
+    if plan.mode == "fast":
+        arrays, meta, blobs = _run_fast(plan, abspaths, labels, mask, folds, ok, k)
+    else:
+        arrays, meta, blobs = _run_finetune(plan, abspaths, labels, mask, folds, ok, classes)
+    meta["seconds"] = round(time.perf_counter() - t0, 3)
+    if ctx.cache is not None:
+        ctx.cache.put(CACHE_NS, key, _pack(arrays, meta, blobs))
+    return _assemble(plan, abspaths, classes, labels, arrays, meta, blobs, cached=False)
+
+
+def _assemble(
+    plan: _Plan, abspaths: list[str], classes: list[str], labels: np.ndarray,
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], blobs: dict[str, bytes], cached: bool,
+) -> OOF:
+    mask = arrays["mask"].astype(bool)
+    predictor: _Predictor | None = None
+    if plan.mode == "fast" and "heads" in blobs:
+        predictor = _FastPredictor(plan, abspaths, _FastHeads.from_bytes(blobs["heads"]))
+    elif plan.mode == "finetune" and mask.any():
+        states = [blobs[f"fold{f}"] for f in range(int(meta["n_folds"]))]
+        predictor = _FinetunePredictor(plan, abspaths, states, len(classes))
+    emb = arrays.get("embeddings")
+    info = {
+        "mode": plan.mode, "arch": plan.arch, "pretrained": plan.pretrained, "size": plan.size,
+        "n_folds": int(meta.get("n_folds", 0)), "epochs": plan.epochs if plan.mode == "finetune" else None,
+        "lr": meta.get("lr"), "seconds": meta.get("seconds"), "cached": cached,
+        "n_predicted": int(mask.sum()),
+    }
+    return OOF(
+        classes=classes, labels=labels, mask=mask, folds=arrays["folds"].astype(int),
+        probs=arrays["probs"], embeddings=emb if emb is not None and emb.size else None,
+        mode=plan.mode, train_transforms=plan.train_transforms(), info=info, _predictor=predictor,
+    )
+
+
+def _identity(img: Image.Image) -> Image.Image:
+    return img
+
+
+def _extract(
+    plan: _Plan, abspaths: list[str], positions: np.ndarray, extractor: FeatureExtractor,
+    desc: str,
+) -> np.ndarray:
+    chunks: list[np.ndarray] = []
+    batches = _iter_view_batches(
+        abspaths, positions, [_identity], plan.size, plan.max_pixels, plan.batch_size, plan.workers
+    )
+    total = -(-len(positions) // plan.batch_size)
+    for _, x in _progress(batches, plan.progress, total=total, desc=desc):
+        chunks.append(extractor(x[:, 0]).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def _fit_heads(
+    raw: np.ndarray, rows_of_raw: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+    folds: np.ndarray, n_folds: int, seed: int, progress: bool,
+) -> tuple[_FastHeads, np.ndarray]:
+    """Standardise + PCA on all readable images; one LogisticRegression per fold."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    raw = raw.astype(np.float64)
+    mean = raw.mean(axis=0)
+    scale = raw.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    z = (raw - mean) / scale
+    d = int(min(FAST_PCA_DIMS, z.shape[0] - 1, z.shape[1]))
+    pca = PCA(n_components=max(d, 1), random_state=seed).fit(z)
+    heads = _FastHeads(mean, scale, pca.components_, pca.mean_, [], [], [])
+    emb = heads.embed(raw)
+    pos_in_raw = {int(r): i for i, r in enumerate(rows_of_raw)}
+    for f in _progress(range(n_folds), progress, desc="folds (linear heads)"):
+        train = np.flatnonzero(mask & (folds != f) & (folds >= 0))
+        x = emb[[pos_in_raw[int(r)] for r in train]]
+        y = labels[train]
+        present = np.unique(y)
+        if len(present) == 1:  # a degenerate fold: predict its only class
+            heads.coef.append(np.zeros((1, emb.shape[1])))
+            heads.intercept.append(np.zeros(1))
+        else:
+            clf = LogisticRegression(C=FAST_C, max_iter=1000, random_state=seed).fit(x, y)
+            heads.coef.append(clf.coef_)
+            heads.intercept.append(clf.intercept_)
+        heads.class_idx.append(present.astype(int))
+    return heads, emb
+
+
+def _run_fast(
+    plan: _Plan, abspaths: list[str], labels: np.ndarray, mask: np.ndarray, folds: np.ndarray,
+    ok: np.ndarray, k: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, bytes]]:
+    n = len(abspaths)
+    readable = np.flatnonzero(ok)
+    extractor = FeatureExtractor(plan.arch, plan.pretrained, plan.seed)
+    raw = _extract(plan, abspaths, readable, extractor, "embeddings")
+    n_folds = int(folds.max()) + 1 if mask.any() else 0
+    probs = np.full((n, k), np.nan)
+    embeddings = np.full((n, 0), np.nan)
+    blobs: dict[str, bytes] = {}
+    if len(readable) >= 2:
+        heads, emb = _fit_heads(raw, readable, labels, mask, folds, n_folds, plan.seed, plan.progress)
+        embeddings = np.full((n, emb.shape[1]), np.nan)
+        embeddings[readable] = emb
+        row_of = np.full(n, -1)
+        row_of[readable] = np.arange(len(readable))
+        for f in range(n_folds):
+            rows = np.flatnonzero(mask & (folds == f))
+            if len(rows):
+                probs[rows] = heads.probs(f, emb[row_of[rows]], k)
+        blobs["heads"] = heads.to_bytes()
+    arrays = {"mask": mask, "folds": folds, "probs": probs, "embeddings": embeddings}
+    return arrays, {"n_folds": n_folds, "lr": None}, blobs
+
+
+def _run_finetune(
+    plan: _Plan, abspaths: list[str], labels: np.ndarray, mask: np.ndarray, folds: np.ndarray,
+    ok: np.ndarray, classes: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, bytes]]:
+    import torch
+
+    n, k = len(abspaths), len(classes)
+    # embeddings for the outlier check come from the frozen backbone: one space for
+    # all images (each fold model has its own feature space)
+    readable = np.flatnonzero(ok)
+    fast = _Plan(**{**plan.__dict__, "size": max(plan.size, FAST_MIN_SIZE)})
+    extractor = FeatureExtractor(plan.arch, plan.pretrained, plan.seed)
+    embeddings = np.full((n, 0), np.nan)
+    if len(readable) >= 2:
+        raw = _extract(fast, abspaths, readable, extractor, "embeddings")
+        heads, emb = _fit_heads(raw, readable, labels, np.zeros(n, bool), folds, 0, plan.seed, False)
+        embeddings = np.full((n, emb.shape[1]), np.nan)
+        embeddings[readable] = emb
+    del extractor
+    n_folds = int(folds.max()) + 1 if mask.any() else 0
+    blobs: dict[str, bytes] = {}
+    lr = plan.lr
+    for f in _progress(range(n_folds), plan.progress, desc="folds (fine-tune)"):
+        net, lr = _train_fold(plan, abspaths, labels, mask, folds, f, classes, lr)
+        buf = io.BytesIO()
+        torch.save({k_: v.detach().cpu() for k_, v in net.state_dict().items()}, buf)
+        blobs[f"fold{f}"] = buf.getvalue()
+    probs = np.full((n, k), np.nan)
+    arrays = {"mask": mask, "folds": folds, "probs": probs, "embeddings": embeddings}
+    if n_folds:
+        predictor = _FinetunePredictor(plan, abspaths, [blobs[f"fold{f}"] for f in range(n_folds)], k)
+        tmp = OOF(classes, labels, mask, folds, probs, None, "finetune", [], _predictor=predictor)
+        probs[:] = predictor.predict_views(tmp, {"identity": _identity}, plan.progress)["identity"]
+    return arrays, {"n_folds": n_folds, "lr": lr}, blobs
+
+
+class _GetX:
+    """fastai ``get_x`` over integer items: the image via the one loader (picklable)."""
+
+    def __init__(self, abspaths: list[str], size: int, max_pixels: int) -> None:
+        self.abspaths, self.size, self.max_pixels = abspaths, size, max_pixels
+
+    def __call__(self, i: int) -> Any:
+        from fastai.vision.core import PILImage
+
+        from .imaging import load_rgb
+
+        return PILImage.create(
+            load_rgb(self.abspaths[int(i)], max_pixels=self.max_pixels, decode_size=self.size)
+        )
+
+
+class _GetY:
+    """fastai ``get_y`` over integer items: the class name (picklable)."""
+
+    def __init__(self, labels: np.ndarray, classes: list[str]) -> None:
+        self.labels, self.classes = labels, classes
+
+    def __call__(self, i: int) -> str:
+        return self.classes[int(self.labels[int(i)])]
+
+
+def _train_fold(
+    plan: _Plan, abspaths: list[str], labels: np.ndarray, mask: np.ndarray, folds: np.ndarray,
+    fold: int, classes: list[str], lr: float | None,
+) -> tuple[torch.nn.Module, float]:
+    """Train one fold's ``vision_learner``; returns the model and the learning rate used."""
+    import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find)
+    import torch
+    from fastai.callback.progress import ProgressCallback
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, Normalize
+    from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.learner import vision_learner
+
+    torch.manual_seed(plan.seed + fold)
+    np.random.seed(plan.seed + fold)
+    items = np.flatnonzero(mask)
+    valid = np.flatnonzero(folds[items] == fold)
+    # no rotation, no flip, no warp: the rotation probe must measure those (module doc)
+    augs = aug_transforms(
+        do_flip=False, flip_vert=False, max_rotate=0.0, max_warp=0.0,
+        max_zoom=FINETUNE_MAX_ZOOM, max_lighting=FINETUNE_MAX_LIGHTING,
+    )
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=classes)),
+        get_x=_GetX(abspaths, plan.size, plan.max_pixels), get_y=_GetY(labels, classes), splitter=IndexSplitter(valid),
+        item_tfms=Resize(plan.size, method=ResizeMethod.Squish),
+        batch_tfms=[*augs, Normalize.from_stats(IMAGENET_MEAN, IMAGENET_STD)],
+    )
+    dls = dblock.dataloaders(
+        list(items), bs=plan.batch_size, num_workers=plan.workers, device=_device(),
+        shuffle=True, seed=plan.seed + fold,
+    )
+    model = build_torchvision(plan.arch, plan.pretrained)
+    learn = vision_learner(
+        dls, _Prebuilt(model), normalize=False, n_out=len(classes), pretrained=plan.pretrained,
+    )
+    if not plan.progress:
+        learn.remove_cb(ProgressCallback)
+    with learn.no_logging():
+        if lr is None:
+            # one lr_find (on the first fold) serves all folds: same data, same model
+            lr = float(learn.lr_find(show_plot=False).valley)
+            logger.info("lr_find suggests %.2e", lr)
+        if plan.pretrained:
+            learn.fine_tune(plan.epochs, base_lr=lr, freeze_epochs=1)
+        else:
+            learn.fit_one_cycle(plan.epochs, lr)
+    values = learn.recorder.values[-1] if learn.recorder.values else []
+    logger.info("fold %d trained: %s", fold, [round(float(v), 4) for v in values])
+    return learn.model, lr

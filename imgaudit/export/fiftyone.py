@@ -76,6 +76,8 @@ VIEW_ORDER = (
 )
 # result columns that become dedicated fields (or tags) instead of being copied as-is
 _HANDLED = {"label", extra_col("label", "suggested"), extra_col("label", "confidence")}
+# image properties that are whole numbers even when pandas holds them as floats
+_INTEGER_COLUMNS = {"width", "height", "channels", "file_size", "exif_orientation"}
 # sample fields FiftyOne owns or we set ourselves
 _RESERVED = {
     "id", "_id", "filepath", "tags", "metadata", "media_type", "created_at",
@@ -126,7 +128,14 @@ def _scalar_columns(issues: pd.DataFrame, skip: set[str]) -> dict[str, list[Any]
         kinds = {type(v) for v in values if v is not None}
         if not kinds:
             continue
-        if kinds <= {bool} or kinds <= {int} or kinds <= {int, float} or kinds <= {str}:
+        if (
+            name in _INTEGER_COLUMNS
+            and kinds <= {int, float}
+            and all(v is None or float(v).is_integer() for v in values)
+        ):
+            # NaN for unreadable rows makes pandas store these counts as floats
+            out[name] = [None if v is None else int(v) for v in values]
+        elif kinds <= {bool} or kinds <= {int} or kinds <= {int, float} or kinds <= {str}:
             if kinds == {int, float}:
                 values = [None if v is None else float(v) for v in values]
             out[name] = values
@@ -161,8 +170,8 @@ def _build_samples(result: Any) -> tuple[list[Any], dict[str, int]]:
     for t in types:
         flags = issues[issue_col(t)].fillna(False).astype(bool).to_numpy()
         counts[t] = int(flags.sum())
-        for i in np.flatnonzero(flags):
-            tags[i].append(ISSUE_TAG_PREFIX + t)
+        for j in np.flatnonzero(flags):
+            tags[j].append(ISSUE_TAG_PREFIX + t)
         sc = score_col(t)
         if sc in issues.columns:
             fields[sc] = [_py(v) for v in issues[sc].astype(float).tolist()]
@@ -171,9 +180,10 @@ def _build_samples(result: Any) -> tuple[list[Any], dict[str, int]]:
     lic, lsc, lgc = issue_col(SPLIT_LEAK), score_col(SPLIT_LEAK), extra_col(SPLIT_LEAK, "group")
     if SPLIT_LEAK not in types and leaks[lic].any():
         counts[SPLIT_LEAK] = int(leaks[lic].sum())
-        for i in np.flatnonzero(leaks[lic].to_numpy()):
-            tags[i].append(ISSUE_TAG_PREFIX + SPLIT_LEAK)
+        for j in np.flatnonzero(leaks[lic].to_numpy()):
+            tags[j].append(ISSUE_TAG_PREFIX + SPLIT_LEAK)
         fields[lsc] = [_py(v) for v in leaks[lsc].tolist()]
+    if leaks[lgc].notna().any():
         fields[lgc] = [_py(v) for v in leaks[lgc].tolist()]
 
     for c in dups:
@@ -231,7 +241,8 @@ def _save_views(ds: Any, counts: dict[str, int], dups: list[str]) -> list[str]:
             desc = f"{counts[t]} images flagged {t}; each group together, the copy to keep first"
         elif t == SPLIT_LEAK and ds.has_sample_field(extra_col(t, "group")):
             g, s = extra_col(t, "group"), score_col(t)
-            view = ds.match(F(g) != None).sort_by([(g, 1), (s, -1)])  # noqa: E711
+            grouped = (F(g) != None) | F("tags").contains(ISSUE_TAG_PREFIX + t)  # noqa: E711
+            view = ds.match(grouped).sort_by([(g, 1), (s, -1)])
             desc = (
                 f"{counts[t]} images duplicating an image of an earlier split; each group "
                 "together, the earliest-split copy first"
@@ -413,10 +424,16 @@ def read_review(dataset: str | fo.Dataset) -> pd.DataFrame:
         rows.append(
             {"path": path, "decision": decision, "label": corrected, "tags": ",".join(tags)}
         )
-    out = pd.DataFrame(rows, columns=["path", "decision", "label", "tags"]).set_index("path")
+    # object dtype keeps ``None`` for "no corrected label" (pandas would infer str + NaN)
+    out = pd.DataFrame(rows, columns=["path", "decision", "label", "tags"], dtype=object)
+    out = out.set_index("path")
     if len(out):
         given = dict(zip(ds.values(PATH_FIELD), ds.values(LABEL_FIELD), strict=True))
-        out.insert(2, "original_label", [given.get(p) for p in out.index])
+        out.insert(
+            2,
+            "original_label",
+            pd.Series([given.get(p) for p in out.index], index=out.index, dtype=object),
+        )
     else:
         out.insert(2, "original_label", pd.Series(dtype=object))
     return out
@@ -622,13 +639,17 @@ def review(
     >>> result.clean_labels("cleaned.csv", dataset=name)  # doctest: +SKIP
     """
     app = launch_review(result_or_path, port=port, address=address, name=name)
-    previous = None
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        # a plain `kill` should clean up like Ctrl-C does
-        def _sigterm(signum: int, frame: Any) -> None:
+
+        def _interrupt(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGTERM, _sigterm)
+        # Ctrl-C must work even when SIGINT arrives ignored (a process started in the
+        # background by a non-interactive shell inherits SIG_IGN), and a plain `kill`
+        # should clean up like Ctrl-C does
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if on_ready is not None:
             on_ready(app.url)
@@ -636,9 +657,15 @@ def review(
     except KeyboardInterrupt:
         logger.info("interrupted: stopping the FiftyOne App")
     finally:
-        app.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous:
+            # a second Ctrl-C must not abandon the server half-stopped; close() is bounded
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            app.close()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     return app.dataset_name
 
 

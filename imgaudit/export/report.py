@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def thumb_namespace(size: int) -> str:
     """Cache namespace of thumbnails of longest side ``size``.
 
@@ -74,6 +75,12 @@ DESCRIPTIONS: dict[str, str] = {
     "near_duplicates": "Visually near-identical images (resized, re-encoded, flipped or rotated "
     "copies). Groups that span splits leak the validation set.",
     "label": "The out-of-fold model disagrees confidently with the given label.",
+    "label_conflict": "Near-duplicate groups whose images carry different labels: at least one "
+    "label is wrong.",
+    "split_leak": "Validation/test images that duplicate a training image: validation scores "
+    "are inflated by what the model has already seen.",
+    "outlier": "Far from every other image in embedding space: possibly not a member of any "
+    "class (wrong data, corrupt content, a stray file).",
     "rotation": "The image looks rotated: the model is far more confident in another "
     "orientation. Shown beside the view that would upright it.",
 }
@@ -95,6 +102,12 @@ padding:8px 28px;display:flex;flex-wrap:wrap;gap:6px 14px;font-size:13px}
 nav a{color:var(--acc);text-decoration:none}
 nav a.zero{color:var(--muted)}
 main{padding:8px 28px 40px;max-width:1400px}
+.row2{display:grid;grid-template-columns:minmax(340px,auto) minmax(0,1fr);gap:0 28px;align-items:start}
+@media (max-width:1000px){.row2{grid-template-columns:1fr}}
+td.barcell{width:160px}
+.gals{display:flex;flex-wrap:wrap;gap:0 32px;align-items:flex-start}
+.gal{flex:1 1 100%;min-width:0}
+.gal[data-small]{flex:0 1 auto;max-width:390px}
 section{margin:22px 0}
 h2{font-size:18px;margin:0 0 10px;border-bottom:2px solid var(--line);padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 4px}
@@ -126,10 +139,12 @@ width:152px;font-size:11.5px}
 .thumb{width:138px;height:138px;display:flex;align-items:center;justify-content:center;
 background:repeating-conic-gradient(#eef0f3 0 25%,#fff 0 50%) 0 0/16px 16px;border-radius:4px;
 overflow:hidden}
-.thumb img{max-width:100%;max-height:100%;image-rendering:auto}
+.thumb img{width:100%;height:100%;object-fit:contain}
+.thumb img.px{image-rendering:pixelated}
 .thumb.missing{color:var(--muted);font-size:11px;text-align:center;padding:4px}
-.cap{margin-top:4px;word-break:break-all}
-.cap .p{color:var(--muted)}
+.cap{margin-top:4px}
+.cap .p{color:var(--muted);word-break:break-all}
+.cap .b{white-space:nowrap}
 .lab{font-weight:600}
 .lab .arrow{color:var(--bad)}
 .lab .sugg{color:var(--bad)}
@@ -250,7 +265,9 @@ class ThumbnailStore:
         Longest side of thumbnails made here.
     """
 
-    def __init__(self, root: str | Path, sha1: pd.Series | None, cache: Cache | None, size: int) -> None:
+    def __init__(
+        self, root: str | Path, sha1: pd.Series | None, cache: Cache | None, size: int
+    ) -> None:
         self.root = Path(root)
         self.sha1 = sha1
         self.cache = cache
@@ -350,8 +367,9 @@ def _open_cache(result: Any) -> Cache | None:
 # the report
 # --------------------------------------------------------------------------------------
 class _Report:
-    def __init__(self, result: Any, thumbs: ThumbnailStore, max_per_gallery: int,
-                 title: str | None) -> None:
+    def __init__(
+        self, result: Any, thumbs: ThumbnailStore, max_per_gallery: int, title: str | None
+    ) -> None:
         self.r = result
         self.df: pd.DataFrame = result.issues
         self.summary: pd.DataFrame = result.summary
@@ -361,10 +379,16 @@ class _Report:
         self.thumbs = thumbs
         self.cap = max(1, int(max_per_gallery))
         self.title = title or f"imgaudit report — {Path(str(result.root)).name or result.root}"
-        self.types: list[str] = [str(t) for t in self.summary["issue_type"]] if len(self.summary) else []
+        self.types: list[str] = (
+            [str(t) for t in self.summary["issue_type"]] if len(self.summary) else []
+        )
         self.counts: dict[str, int] = (
-            {str(t): int(n) for t, n in zip(self.summary["issue_type"], self.summary["num_issues"], strict=True)}
-            if len(self.summary) else {}
+            {
+                str(t): int(n)
+                for t, n in zip(self.summary["issue_type"], self.summary["num_issues"], strict=True)
+            }
+            if len(self.summary)
+            else {}
         )
         self.skipped: dict[str, str] = skipped_checks(self.info)
         self.sections: list[str] = []
@@ -395,7 +419,15 @@ class _Report:
         uri = self.thumbs.uri(path, rotate=rotate)
         if uri is None:
             return f'<div class="thumb missing">{_e(self.thumbs.why_missing(path))}</div>'
-        return f'<div class="thumb"><img src="{uri}" alt="{_e(alt or path)}" loading="lazy"></div>'
+        # tiny images are scaled up to the tile: keep their pixels sharp, not smeared
+        cls = ' class="px"' if self._tiny(path) else ""
+        return f'<div class="thumb"><img{cls} src="{uri}" alt="{_e(alt or path)}"></div>'
+
+    def _tiny(self, path: str) -> bool:
+        if "width" not in self.df.columns or "height" not in self.df.columns:
+            return False
+        w, h = self.df.at[path, "width"], self.df.at[path, "height"]
+        return not _is_missing(w) and not _is_missing(h) and max(float(w), float(h)) < 64
 
     def caption(self, path: str, row: pd.Series, t: str | None, extra: str = "") -> str:
         parts = [f'<div class="p" title="{_e(path)}">{_e(path)}</div>']
@@ -424,7 +456,9 @@ class _Report:
             if conf is not None and not _is_missing(conf):
                 bits.append(f"conf {float(conf):.2f}")
         if bits:
-            parts.append(f"<div>{' · '.join(bits)}</div>")
+            parts.append(
+                "<div>" + " · ".join(f'<span class="b">{b}</span>' for b in bits) + "</div>"
+            )
         if extra:
             parts.append(f"<div>{extra}</div>")
         return f'<div class="cap">{"".join(parts)}</div>'
@@ -442,12 +476,15 @@ class _Report:
             bits.append(f"target size {int(size)} px")
         if mode:
             bits.append(f"label mode {_e(mode)}")
-        bits.append(f"generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by imgaudit {__version__}")
-        return (f"<header><h1>{_e(self.title)}</h1>"
-                f'<div class="meta">{" · ".join(bits)}</div></header>')
+        bits.append(
+            f"generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by imgaudit {__version__}"
+        )
+        return (
+            f'<header><h1>{_e(self.title)}</h1><div class="meta">{" · ".join(bits)}</div></header>'
+        )
 
     def nav(self) -> str:
-        links = [('overview', 'Overview'), ('classes', 'Classes'), ('resolution', 'Resolution')]
+        links = [("overview", "Overview"), ("classes", "Classes"), ("resolution", "Resolution")]
         out = [f'<a href="#{a}">{t}</a>' for a, t in links]
         for t in self.types:
             cls = "" if self.counts.get(t, 0) else ' class="zero"'
@@ -472,7 +509,11 @@ class _Report:
         ]
         for t in self.types:
             c = self.counts.get(t, 0)
-            cls = "none" if c == 0 else ("bad" if t in ("unreadable", "label", "exact_duplicates") else "hit")
+            cls = (
+                "none"
+                if c == 0
+                else ("bad" if t in ("unreadable", "label", "exact_duplicates") else "hit")
+            )
             pct = f" · {100.0 * c / n:.1f}%" if n and c else ""
             cards.append(
                 f'<a class="card {cls}" href="#issue-{_slug(t)}"><div class="n">{c:,}</div>'
@@ -483,25 +524,29 @@ class _Report:
                 f'<div class="card skip" title="{_e(why)}"><div class="n">–</div>'
                 f'<div class="l">{_e(t)} skipped</div></div>'
             )
-        rows = []
-        for rec in self.summary.itertuples(index=False):
-            t = str(rec.issue_type)
-            rows.append(
-                f'<tr><td><a href="#issue-{_slug(t)}">{_e(t)}</a></td>'
-                f'<td class="num">{int(rec.num_issues):,}</td>'
-                f'<td class="num">{(100.0 * int(rec.num_issues) / n if n else 0):.1f}%</td>'
-                f'<td class="num">{_fmt_num(rec.score)}</td></tr>'
-            )
-        table = ""
-        if rows:
-            table = ("<h3>Summary</h3><table><tr><th>issue type</th><th>images</th><th>share</th>"
-                     "<th>mean score</th></tr>" + "".join(rows) + "</table>")
         skipped = ""
         if self.skipped:
             items = "".join(f"<li><b>{_e(t)}</b>: {_e(w)}</li>" for t, w in self.skipped.items())
             skipped = f"<h3>Checks skipped</h3><ul>{items}</ul>"
-        return (f'<section id="overview"><h2>Overview</h2><div class="cards">{"".join(cards)}</div>'
-                f"{table}{skipped}</section>")
+        warns = [str(w) for w in (self.rec.get("warnings") or [])]
+        fix = ""
+        if warns:
+            # what to act on, first: the recommendation's warnings, on the first screen
+            items = "".join(f"<li>{_e(w)}</li>" for w in warns[:6])
+            more = (
+                f'<li><a href="#recommendations">{len(warns) - 6} more</a></li>'
+                if len(warns) > 6
+                else ""
+            )
+            fix = (
+                '<h3>Fix first</h3><ul class="warn">'
+                f'{items}{more}</ul><p class="desc">The fastai pipeline these findings call for is '
+                '<a href="#recommendations">at the end</a>.</p>'
+            )
+        return (
+            f'<section id="overview"><h2>Overview</h2><div class="cards">{"".join(cards)}</div>'
+            f"{fix}{skipped}</section>"
+        )
 
     def classes(self) -> str:
         labs = self.labels
@@ -510,11 +555,16 @@ class _Report:
             return f'<section id="classes"><h2>Class distribution</h2>{body}</section>'
         counts = labs.value_counts().sort_index()
         ics = [issue_col(t) for t in self.types if issue_col(t) in self.df.columns]
-        flag = (self.df[ics].fillna(False).astype(bool).any(axis=1) if ics
-                else pd.Series(False, index=self.df.index))
+        flag = (
+            self.df[ics].fillna(False).astype(bool).any(axis=1)
+            if ics
+            else pd.Series(False, index=self.df.index)
+        )
         flagged = flag.groupby(labs).sum()
         split = self.col("split")
-        splits = sorted(split.dropna().unique()) if split is not None and split.notna().any() else []
+        splits = (
+            sorted(split.dropna().unique()) if split is not None and split.notna().any() else []
+        )
         per_split = pd.crosstab(labs, split) if splits else None
         top = int(counts.max()) if len(counts) else 1
         head = "<tr><th>class</th><th>images</th><th></th>"
@@ -528,15 +578,20 @@ class _Report:
             )
             rows.append(
                 f'<tr><td>{_e(cls)}</td><td class="num">{int(c):,}</td>'
-                f'<td style="width:320px"><div class="bar"><span style="width:{w:.1f}%"></span></div></td>'
+                f'<td class="barcell"><div class="bar"><span style="width:{w:.1f}%"></span></div></td>'
                 f'{cells}<td class="num">{int(flagged.get(cls, 0)):,}</td></tr>'
             )
         nolab = int(labs.isna().sum())
         ratio = (counts.max() / counts.min()) if len(counts) and counts.min() > 0 else float("nan")
-        desc = (f'<p class="desc">{len(counts)} classes; largest/smallest = {_fmt_num(ratio)}'
-                + (f"; {nolab:,} images without a label" if nolab else "") + ".</p>")
-        return (f'<section id="classes"><h2>Class distribution</h2>{desc}'
-                f"<table>{head}{''.join(rows)}</table></section>")
+        desc = (
+            f'<p class="desc">{len(counts)} classes; largest/smallest = {_fmt_num(ratio)}'
+            + (f"; {nolab:,} images without a label" if nolab else "")
+            + ".</p>"
+        )
+        return (
+            f'<section id="classes"><h2>Class distribution</h2>{desc}'
+            f"<table>{head}{''.join(rows)}</table></section>"
+        )
 
     def resolution(self) -> str:
         w, h = self.col("width"), self.col("height")
@@ -547,25 +602,34 @@ class _Report:
         ok = w.notna() & h.notna()
         short = np.minimum(w[ok].astype(float), h[ok].astype(float))
         below = int((short < size).sum())
-        desc = (f'<p class="desc">Median {int(np.median(w[ok]))}×{int(np.median(h[ok]))} px; '
-                f"short side median {int(np.median(short))} px; {below:,} of {int(ok.sum()):,} "
-                f"images ({100.0 * below / max(1, int(ok.sum())):.1f}%) have a short side below "
-                f"the target size {size} px and get upsampled.</p>")
+        desc = (
+            f'<p class="desc">Median {int(np.median(w[ok]))}×{int(np.median(h[ok]))} px; '
+            f"short side median {int(np.median(short))} px; {below:,} of {int(ok.sum()):,} "
+            f"images ({100.0 * below / max(1, int(ok.sum())):.1f}%) have a short side below "
+            f"the target size {size} px and get upsampled.</p>"
+        )
         png = resolution_png(self.df, size)
         img = f'<div class="plots"><img alt="resolution plots" src="{_data_uri(png, "image/png")}"></div>'
         return f'<section id="resolution"><h2>Resolution</h2>{desc}{img}</section>'
 
     def galleries(self) -> str:
-        parts = ['<section id="issues"><h2>Issues, worst first</h2>']
+        parts = ['<section id="issues"><h2>Issues, worst first</h2><div class="gals">']
         zero = [t for t in self.types if self.counts.get(t, 0) == 0]
-        for t in self.types:
-            if self.counts.get(t, 0) == 0:
-                parts.append(f'<div id="issue-{_slug(t)}"></div>')
-                continue
-            parts.append(self.gallery(t))
+        n = len(self.df)
+        found = [t for t in self.types if self.counts.get(t, 0)]
+        # types that flag most of the dataset describe the data, not a few bad images:
+        # they go last, after the findings a reader can act on image by image
+        found.sort(key=lambda t: bool(n) and self.counts[t] > 0.5 * n)
+        parts += [self.gallery(t) for t in found]
+        parts.append("</div>")
         if zero:
-            parts.append('<p class="zero-list">No issues found for: '
-                         + ", ".join(_e(t) for t in zero) + ".</p>")
+            # the nav links of issue types without findings land on this line
+            anchors = "".join(f'<span id="issue-{_slug(t)}"></span>' for t in zero)
+            parts.append(
+                f'<p class="zero-list">{anchors}No issues found for: '
+                + ", ".join(_e(t) for t in zero)
+                + ".</p>"
+            )
         parts.append("</section>")
         return "".join(parts)
 
@@ -573,11 +637,15 @@ class _Report:
         sub = self.flagged(t)
         total = self.counts.get(t, len(sub))
         desc = DESCRIPTIONS.get(t, f"Images flagged by the {t} check.")
-        head = (f'<div class="gal" id="issue-{_slug(t)}"><h3>{_e(t)} — {total:,} image'
-                f'{"s" if total != 1 else ""}</h3><p class="desc">{_e(desc)}</p>')
+        head = (
+            # a few findings need little room: let such galleries sit side by side
+            f'<div class="gal" id="issue-{_slug(t)}"{" data-small" if total <= 3 else ""}>'
+            f"<h3>{_e(t)} — {total:,} image"
+            f'{"s" if total != 1 else ""}</h3><p class="desc">{_e(desc)}</p>'
+        )
         if t == "unreadable":
             body = self.unreadable(sub)
-        elif extra_col(t, "group") in self.df.columns:
+        elif self._group_source(t) is not None:
             body = self.duplicates(t, sub)
         elif t == "rotation":
             body = self.rotation(sub)
@@ -591,10 +659,22 @@ class _Report:
         return f'<p class="more">Showing the worst {shown:,} of {total:,} {what}; all are in the issues table.</p>'
 
     def plain(self, t: str, sub: pd.DataFrame) -> str:
-        top = sub.iloc[: self.cap]
+        cap = self.cap
+        note = ""
+        n = len(self.df)
+        if n and len(sub) > 0.5 * n:
+            # flagging most of the dataset describes the dataset, not a few bad images
+            cap = min(cap, 6)
+            note = (
+                f'<p class="desc"><b>{100.0 * len(sub) / n:.0f}% of the dataset</b>: a property '
+                "of the data as a whole rather than of individual images.</p>"
+            )
+        top = sub.iloc[:cap]
         self.thumbs.prefetch(top.index)
         tiles = [self.tile(str(p), row, t) for p, row in top.iterrows()]
-        return f'<div class="gallery">{"".join(tiles)}</div>' + self._more(len(top), len(sub))
+        return (
+            note + f'<div class="gallery">{"".join(tiles)}</div>' + self._more(len(top), len(sub))
+        )
 
     def unreadable(self, sub: pd.DataFrame) -> str:
         reason = None
@@ -607,10 +687,16 @@ class _Report:
         for p in sub.index[:cap]:
             why = "" if reason is None or _is_missing(reason.loc[p]) else str(reason.loc[p])
             lab = sub.loc[p, "label"] if "label" in sub.columns else None
-            rows.append(f"<tr><td>{_e(p)}</td><td>{'' if _is_missing(lab) else _e(lab)}</td>"
-                        f"<td>{_e(why)}</td></tr>")
-        return ("<table><tr><th>file</th><th>label</th><th>reason</th></tr>" + "".join(rows)
-                + "</table>" + self._more(min(cap, len(sub)), len(sub), "files"))
+            rows.append(
+                f"<tr><td>{_e(p)}</td><td>{'' if _is_missing(lab) else _e(lab)}</td>"
+                f"<td>{_e(why)}</td></tr>"
+            )
+        return (
+            "<table><tr><th>file</th><th>label</th><th>reason</th></tr>"
+            + "".join(rows)
+            + "</table>"
+            + self._more(min(cap, len(sub)), len(sub), "files")
+        )
 
     def rotation(self, sub: pd.DataFrame) -> str:
         top = sub.iloc[: self.cap]
@@ -625,14 +711,35 @@ class _Report:
             tiles.append(
                 '<div class="tile pair"><div class="imgs">'
                 f'<div>{self.thumb_html(p)}<div class="p">as given</div></div>'
-                f'<div>{self.thumb_html(p, rotate=deg, alt=f"{p} uprighted")}'
+                f"<div>{self.thumb_html(p, rotate=deg, alt=f'{p} uprighted')}"
                 f'<div class="p">uprighted ({deg:g}°)</div></div>'
                 f"</div>{self.caption(p, row, 'rotation', extra)}</div>"
             )
         return f'<div class="gallery">{"".join(tiles)}</div>' + self._more(len(top), len(sub))
 
+    def _group_source(self, t: str) -> str | None:
+        """The duplicate check whose groups show issue type ``t`` (``None``: not grouped)."""
+        if extra_col(t, "group") in self.df.columns:
+            return t
+        # label conflicts and split leaks are findings about near-duplicate groups: show
+        # the whole group, so the reader sees the other label / the training copy
+        if (
+            t in GROUPED_BY_NEAR_DUPLICATES
+            and extra_col("near_duplicates", "group") in self.df.columns
+        ):
+            return "near_duplicates"
+        return None
+
     def duplicates(self, t: str, sub: pd.DataFrame) -> str:
-        gcol, kcol = extra_col(t, "group"), extra_col(t, "keep")
+        src = self._group_source(t)
+        assert src is not None  # gallery() dispatches here only when there is one
+        gcol, kcol, dcol = (
+            extra_col(src, "group"),
+            extra_col(src, "keep"),
+            extra_col(src, "distance"),
+        )
+        own = src == t
+        flagged_set = set(sub.index)
         groups = self.df[gcol]
         valid = groups.notna()
         if pd.api.types.is_numeric_dtype(groups):
@@ -647,7 +754,7 @@ class _Report:
         out = []
         shown_imgs = 0
         shown_groups = 0
-        per_group = 8
+        per_group = 6
         for g in order:
             if shown_imgs >= self.cap:
                 break
@@ -659,22 +766,56 @@ class _Report:
             idx.sort(key=lambda p: (p != keeper, str(p)))
             show = idx[:per_group]
             self.thumbs.prefetch(show)
-            spl = {str(split.loc[p]) for p in idx if split is not None and not _is_missing(split.loc[p])}
-            leak = ' <span class="pill leak">spans splits: ' + _e(", ".join(sorted(spl))) + "</span>" if len(spl) > 1 else ""
-            labs = {str(self.df.loc[p, "label"]) for p in idx if "label" in self.df.columns and not _is_missing(self.df.loc[p, "label"])}
+            spl = {
+                str(split.loc[p])
+                for p in idx
+                if split is not None and not _is_missing(split.loc[p])
+            }
+            leak = (
+                ' <span class="pill leak">spans splits: ' + _e(", ".join(sorted(spl))) + "</span>"
+                if len(spl) > 1
+                else ""
+            )
+            labs = {
+                str(self.df.loc[p, "label"])
+                for p in idx
+                if "label" in self.df.columns and not _is_missing(self.df.loc[p, "label"])
+            }
             conflict = ' <span class="pill drop">labels disagree</span>' if len(labs) > 1 else ""
             tiles = []
             for p in show:
-                pill = ('<span class="pill keep">keep</span>' if p == keeper
-                        else '<span class="pill drop">duplicate</span>') if keeper is not None else ""
-                tiles.append(self.tile(str(p), self.df.loc[p], t, pill))
-            more = f'<p class="more">+{len(idx) - len(show)} more in this group</p>' if len(idx) > len(show) else ""
-            out.append(f'<div class="group"><div class="gh">group {_e(g)} · {len(idx)} images{leak}{conflict}</div>'
-                       f'<div class="gallery">{"".join(tiles)}</div>{more}</div>')
+                if own:
+                    pill = (
+                        '<span class="pill keep">keep</span>'
+                        if p == keeper
+                        else '<span class="pill drop">duplicate</span>'
+                        if keeper is not None
+                        else ""
+                    )
+                else:
+                    pill = f'<span class="pill drop">{_e(t)}</span>' if p in flagged_set else ""
+                if dcol in self.df.columns and p != keeper:
+                    d = self.df.at[p, dcol]
+                    if not _is_missing(d) and float(d) >= 0:
+                        pill += f' <span class="b">distance {int(d)}</span>'
+                tiles.append(
+                    self.tile(str(p), self.df.loc[p], t if p in flagged_set else None, pill)
+                )
+            more = (
+                f'<p class="more">+{len(idx) - len(show)} more in this group</p>'
+                if len(idx) > len(show)
+                else ""
+            )
+            out.append(
+                f'<div class="group"><div class="gh">group {_e(g)} · {len(idx)} images{leak}{conflict}</div>'
+                f'<div class="gallery">{"".join(tiles)}</div>{more}</div>'
+            )
             shown_imgs += len(show)
             shown_groups += 1
         ngroups = len(order)
-        return f'<div class="groups">{"".join(out)}</div>' + self._more(shown_groups, ngroups, "groups")
+        return f'<div class="groups">{"".join(out)}</div>' + self._more(
+            shown_groups, ngroups, "groups"
+        )
 
     @staticmethod
     def _keeper(idx: Sequence[Any], keep: pd.Series | None) -> Any:
@@ -696,22 +837,29 @@ class _Report:
         rot = self._rotation_info()
         if rot is None:
             return ""
-        parts = ['<section id="rotation-verdict"><h2>Rotation verdict</h2>',
-                 '<p class="desc">Each image is predicted under each view by the out-of-fold model '
-                 "that never trained on it. A view the model still recognises is <b>safe</b> as a "
-                 "training augmentation; one that destroys the accuracy is <b>unsafe</b> (the "
-                 "orientation carries label information).</p>"]
+        parts = [
+            '<section id="rotation-verdict"><h2>Rotation verdict</h2>',
+            '<p class="desc">Each image is predicted under each view by the out-of-fold model '
+            "that never trained on it. A view the model still recognises is <b>safe</b> as a "
+            "training augmentation; one that destroys the accuracy is <b>unsafe</b> (the "
+            "orientation carries label information).</p>",
+        ]
         if "skipped" in rot:
             parts.append(f'<p class="desc">Rotated-image search skipped: {_e(rot["skipped"])}</p>')
         views = rot.get("views")
         if isinstance(views, dict) and views:
             if "sensitive" in rot:
-                msg = ("Right-angle rotations change what the images show: do not use them "
-                       "(nor <code>dihedral</code>) as augmentation." if rot["sensitive"] else
-                       "No right-angle rotation was found unsafe.")
+                msg = (
+                    "Right-angle rotations change what the images show: do not use them "
+                    "(nor <code>dihedral</code>) as augmentation."
+                    if rot["sensitive"]
+                    else "No right-angle rotation was found unsafe."
+                )
                 parts.append(f"<p><b>{msg}</b></p>")
-            head = ("<tr><th>view</th><th>verdict</th><th>accuracy</th><th>as stored</th>"
-                    "<th>retention (interval)</th><th>agreement</th><th>evidence</th></tr>")
+            head = (
+                "<tr><th>view</th><th>verdict</th><th>accuracy</th><th>as stored</th>"
+                "<th>retention (interval)</th><th>agreement</th><th>evidence</th></tr>"
+            )
             rows = []
             for name, st in views.items():
                 st = st if isinstance(st, dict) else {}
@@ -720,7 +868,7 @@ class _Report:
                     f'<td class="num">{_pct(st.get("accuracy"))}</td>'
                     f'<td class="num">{_pct(st.get("accuracy_identity"))}</td>'
                     f'<td class="num">{_pct(st.get("retention"))} ({_pct(st.get("retention_low"))}'
-                    f'..{_pct(st.get("retention_high"))})</td>'
+                    f"..{_pct(st.get('retention_high'))})</td>"
                     f'<td class="num">{_pct(st.get("agreement"))}</td>'
                     f"<td>{_e(st.get('evidence', ''))}</td></tr>"
                 )
@@ -733,12 +881,17 @@ class _Report:
                     cv = cv if isinstance(cv, dict) else {}
                     cells = "".join(
                         f'<td title="{_e((cv.get(v) or {}).get("evidence", ""))}">'
-                        f"{_verdict_pill((cv.get(v) or {}).get('verdict'))}</td>" for v in vnames
+                        f"{_verdict_pill((cv.get(v) or {}).get('verdict'))}</td>"
+                        for v in vnames
                     )
                     prow.append(f"<tr><th>{_e(cls)}</th>{cells}</tr>")
-                parts.append("<h3>Per class</h3><table><tr><th>class</th>"
-                             + "".join(f"<th>{_e(v)}</th>" for v in vnames) + "</tr>"
-                             + "".join(prow) + "</table>")
+                parts.append(
+                    "<h3>Per class</h3><table><tr><th>class</th>"
+                    + "".join(f"<th>{_e(v)}</th>" for v in vnames)
+                    + "</tr>"
+                    + "".join(prow)
+                    + "</table>"
+                )
             pairs = rot.get("pairs")
             if isinstance(pairs, dict) and any(pairs.values()):
                 items = []
@@ -749,17 +902,24 @@ class _Report:
                             f"<b>{_e(pr.get('to'))}</b> in {_fmt_num(pr.get('count'))} images "
                             f"({_pct(pr.get('fraction'))} of that class)</li>"
                         )
-                parts.append("<h3>Classes a view turns into each other</h3><ul>"
-                             + "".join(items[:40]) + "</ul>")
+                parts.append(
+                    "<h3>Classes a view turns into each other</h3><ul>"
+                    + "".join(items[:40])
+                    + "</ul>"
+                )
         else:
             for k, v in rot.items():
                 if isinstance(v, (dict, list)) and v:
                     parts.append(f"<h3>{_e(k)}</h3>{_table_of(v)}")
-        scalars = {k: v for k, v in rot.items()
-                   if k not in ("skipped", "verdicts") and not isinstance(v, (dict, list))}
+        scalars = {
+            k: v
+            for k, v in rot.items()
+            if k not in ("skipped", "verdicts") and not isinstance(v, (dict, list))
+        }
         if scalars:
-            rows_s = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt_num(v))}</td></tr>"
-                             for k, v in scalars.items())
+            rows_s = "".join(
+                f"<tr><th>{_e(k)}</th><td>{_e(_fmt_num(v))}</td></tr>" for k, v in scalars.items()
+            )
             parts.append(f"<h3>Details</h3><table>{rows_s}</table>")
         parts.append("</section>")
         return "".join(parts)
@@ -773,32 +933,55 @@ class _Report:
             parts.append('<p class="desc">No recommendations in this result.</p>')
         reasons = self.rec.get("reasons") or []
         if reasons:
-            parts.append("<h3>Why</h3><ul>" + "".join(f"<li>{_e(x)}</li>" for x in reasons) + "</ul>")
+            parts.append(
+                "<h3>Why</h3><ul>" + "".join(f"<li>{_e(x)}</li>" for x in reasons) + "</ul>"
+            )
         warns = self.rec.get("warnings") or []
         if warns:
-            parts.append('<h3>Warnings</h3><ul class="warn">'
-                         + "".join(f"<li>{_e(x)}</li>" for x in warns) + "</ul>")
+            parts.append(
+                '<h3>Warnings</h3><ul class="warn">'
+                + "".join(f"<li>{_e(x)}</li>" for x in warns)
+                + "</ul>"
+            )
         parts.append("</section>")
         return "".join(parts)
 
     def render(self) -> str:
         body = [
-            self.header(), self.nav(), "<main>", self.overview(), self.classes(),
-            self.resolution(), self.galleries(), self.rotation_verdict(), self.recommendations(),
+            self.header(),
+            self.nav(),
+            "<main>",
+            self.overview(),
+            # side by side on a wide screen: the galleries come into view sooner
+            '<div class="row2">',
+            self.classes(),
+            self.resolution(),
+            "</div>",
+            self.galleries(),
+            self.rotation_verdict(),
+            self.recommendations(),
             "</main>",
             f"<footer>Made by imgaudit {__version__}. Self-contained: this file references "
             "no network resource.</footer>",
         ]
-        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                '<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>{_e(self.title)}</title><style>{_CSS}</style></head><body>"
-                + "".join(body) + "</body></html>\n")
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(self.title)}</title><style>{_CSS}</style></head><body>"
+            + "".join(body)
+            + "</body></html>\n"
+        )
+
+
+#: issue types written by the near-duplicate check about its groups
+GROUPED_BY_NEAR_DUPLICATES = ("label_conflict", "split_leak")
 
 
 def skipped_checks(info: dict[str, Any]) -> dict[str, str]:
     """``{check: reason}`` for the checks the audit skipped (``info[check]["skipped"]``)."""
     return {
-        str(k): v["skipped"] for k, v in (info or {}).items()
+        str(k): v["skipped"]
+        for k, v in (info or {}).items()
         if isinstance(v, dict) and isinstance(v.get("skipped"), str)
     }
 
@@ -822,18 +1005,27 @@ def _table_of(v: Any) -> str:
         if v and all(isinstance(x, dict) for x in v):
             cols = list(dict.fromkeys(k for x in v for k in x))
             rows = "".join(
-                "<tr>" + "".join(f"<td>{_e(_fmt_num(x.get(c, '')))}</td>" for c in cols) + "</tr>" for x in v
+                "<tr>" + "".join(f"<td>{_e(_fmt_num(x.get(c, '')))}</td>" for c in cols) + "</tr>"
+                for x in v
             )
-            return "<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + f"</tr>{rows}</table>"
+            return (
+                "<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + f"</tr>{rows}</table>"
+            )
         return f"<p>{_e(', '.join(_fmt_num(x) for x in v))}</p>"
     if isinstance(v, dict):
         if v and all(isinstance(x, dict) for x in v.values()):
             cols = list(dict.fromkeys(k for x in v.values() for k in x))
             rows = "".join(
-                f"<tr><th>{_e(k)}</th>" + "".join(f"<td>{_cell(x.get(c, ''))}</td>" for c in cols) + "</tr>"
+                f"<tr><th>{_e(k)}</th>"
+                + "".join(f"<td>{_cell(x.get(c, ''))}</td>" for c in cols)
+                + "</tr>"
                 for k, x in v.items()
             )
-            return "<table><tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + f"</tr>{rows}</table>"
+            return (
+                "<table><tr><th></th>"
+                + "".join(f"<th>{_e(c)}</th>" for c in cols)
+                + f"</tr>{rows}</table>"
+            )
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_cell(x)}</td></tr>" for k, x in v.items())
         return f"<table>{rows}</table>"
     return f"<p>{_e(_fmt_num(v))}</p>"
@@ -848,61 +1040,31 @@ def _cell(x: Any) -> str:
 # --------------------------------------------------------------------------------------
 # resolution plot
 # --------------------------------------------------------------------------------------
-def resolution_png(issues: pd.DataFrame, size: int, max_points: int = 20_000, seed: int = 0) -> bytes:
-    """PNG bytes of the resolution plots against the target ``size``.
+def resolution_png(issues: pd.DataFrame, size: int) -> bytes:
+    """PNG bytes of the resolution plots of an issues frame against the target ``size``.
 
-    Uses :func:`imgaudit.plots.resolution_figure` when that module provides it, else
-    draws a width x height scatter coloured by class (log axes, the target size
-    marked) and a short-side histogram with the target size line.
+    Draws :func:`imgaudit.plots.resolution_plot` (width x height scatter coloured by
+    class, short-side histogram, both with the target size marked) from the
+    ``width``/``height``/``label`` columns of ``result.issues``.
+
+    Example
+    -------
+    >>> IPython.display.Image(resolution_png(result.issues, 224))  # doctest: +SKIP
     """
-    try:
-        from .. import plots
-    except ImportError:
-        plots = None  # type: ignore[assignment]
-    if plots is not None and hasattr(plots, "resolution_png"):
-        return plots.resolution_png(issues, size=size)
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from ..plots import resolution_plot
 
-    df = issues[issues["width"].notna() & issues["height"].notna()]
-    if len(df) > max_points:  # the scatter only needs its shape: sample, deterministically
-        df = df.sample(max_points, random_state=seed)
-    w = df["width"].astype(float).to_numpy()
-    h = df["height"].astype(float).to_numpy()
-    fig = Figure(figsize=(11, 3.8), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
-    lab = df["label"] if "label" in df.columns and df["label"].notna().any() else None
-    if lab is not None and lab.nunique() <= 20:
-        for i, (cls, idx) in enumerate(lab.groupby(lab).groups.items()):
-            m = df.index.get_indexer(idx)
-            ax1.scatter(w[m], h[m], s=10, alpha=0.6, label=str(cls), color=f"C{i % 10}",
-                        marker="o" if i < 10 else "^", linewidths=0)
-        ax1.legend(fontsize=7, ncol=2, loc="upper left", frameon=False, markerscale=1.5)
-    else:
-        ax1.scatter(w, h, s=8, alpha=0.5, linewidths=0, color="C0")
-    ax1.axvline(size, color="#d92d20", lw=1, ls="--")
-    ax1.axhline(size, color="#d92d20", lw=1, ls="--")
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("width (px)")
-    ax1.set_ylabel("height (px)")
-    ax1.set_title("width × height (dashed: target size)", fontsize=10)
-    short = np.minimum(w, h)
-    lo, hi = max(1.0, float(short.min()) if len(short) else 1.0), float(short.max()) if len(short) else 2.0
-    hi = max(hi, lo * 2, size * 1.2)
-    bins = np.geomspace(min(lo, size / 2), hi, 40)
-    ax2.hist(short, bins=bins, color="#2f6fed", alpha=0.85)
-    ax2.axvline(size, color="#d92d20", lw=2, label=f"target {size}px")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("short side (px)")
-    ax2.set_ylabel("images")
-    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_title("short side (images left of the line get upsampled)", fontsize=10)
-    ax2.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    bio = io.BytesIO()
-    fig.savefig(bio, format="png")
-    return bio.getvalue()
+    ok = issues["width"].notna() & issues["height"].notna()
+    if issue_col("unreadable") in issues.columns:
+        ok &= ~issues[issue_col("unreadable")].fillna(False).astype(bool)
+    records = pd.DataFrame(
+        {"ok": ok, "width": issues["width"], "height": issues["height"]}, index=issues.index
+    )
+    labels = (
+        issues["label"] if "label" in issues.columns and issues["label"].notna().any() else None
+    )
+    with tempfile.TemporaryDirectory(prefix="imgaudit-plot-") as tmp:
+        out = resolution_plot(records, labels, int(size), Path(tmp) / "resolution.png")
+        return out.read_bytes()
 
 
 # --------------------------------------------------------------------------------------
@@ -959,6 +1121,10 @@ def write_report(
         if own_cache and c is not None:
             c.close()
     _atomic_write_text(out, html_text)
-    logger.info("report written to %s (%d thumbnails from cache, %d made)", out,
-                thumbs.from_cache, thumbs.made)
+    logger.info(
+        "report written to %s (%d thumbnails from cache, %d made)",
+        out,
+        thumbs.from_cache,
+        thumbs.made,
+    )
     return out

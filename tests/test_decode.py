@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HOSTILE, PLANTED, jpeg_bytes, photo, png_bytes
+
+from imgaudit.cache import Cache
+from imgaudit.config import AuditConfig
+from imgaudit.decode import RECORD_COLUMNS, run_decode_pass
+from imgaudit.hashing import compute_hashes
+from imgaudit.imageset import load_images
+from imgaudit.imaging import load_image
+
+
+def _load(root: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_images(root)
+
+
+def _cfg(**kw) -> AuditConfig:
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("progress", False)
+    return AuditConfig(size=64, **kw)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hostile_corpus_every_file_is_a_row_with_its_reason(hostile_dir: Path, tree_checksum, tmp_path: Path, workers: int) -> None:
+    before = tree_checksum(hostile_dir)
+    ims = _load(hostile_dir)
+    cache = Cache(tmp_path / "cache")
+    out = run_decode_pass(ims, _cfg(num_workers=workers), cache)
+    rec = out.records
+    assert list(rec.columns) == list(RECORD_COLUMNS)
+    assert rec.index.equals(ims.table.index)
+    for path, reason in HOSTILE.items():
+        row = rec.loc[path]
+        if reason is None:
+            assert row["ok"], (path, row["error"])
+            assert row["error"] is None
+            assert out.thumbnail(path) is not None
+        else:
+            assert not row["ok"], path
+            assert reason in row["error"], (path, row["error"])
+            assert out.thumbnail(path) is None
+            assert not out.hashes["phash"][rec.index.get_loc(path)].any()
+    assert rec.loc["exif_rotated.jpg", ["width", "height", "exif_orientation"]].tolist() == [96, 128, 6]
+    assert rec.loc["one_pixel.png", ["width", "height"]].tolist() == [1, 1]
+    assert rec.loc["sixteen_bit.png", "mode"].startswith("I;16")
+    assert rec.loc["cmyk.jpg", ["mode", "channels"]].tolist() == ["CMYK", 4]
+    assert rec.loc["palette_transparent.png", "mode"] == "P"
+    cache.close()
+    assert tree_checksum(hostile_dir) == before
+    # the cache lives outside the dataset
+    assert not any(name.endswith(".sqlite") for _, _, files in os.walk(hostile_dir) for name in files)
+
+
+def test_records_and_hashes_match_direct_decoding(dataset_dir: Path) -> None:
+    ims = _load(dataset_dir)
+    cfg = _cfg(hash_kinds=("phash", "dhash"))
+    out = run_decode_pass(ims, cfg, None)
+    rec = out.records
+    assert rec["ok"].dtype == bool and rec["width"].dtype == np.int64 and rec["entropy"].dtype == np.float64
+    for kind in ("phash", "dhash"):
+        assert out.hashes[kind].shape == (len(ims), 8) and out.hashes[kind].dtype == np.uint64
+    i = rec.index.get_loc("cat/img_03.jpg")
+    li = load_image(ims.abspath("cat/img_03.jpg"), decode_size=cfg.decode_size)
+    direct = compute_hashes(li.image, ("phash", "dhash"))
+    assert np.array_equal(out.hashes["phash"][i], direct["phash"])
+    assert np.array_equal(out.hashes["dhash"][i], direct["dhash"])
+    # exact copy: same bytes; unreadable row: ok False with zero hashes
+    a, b = PLANTED["exact_copy"]
+    assert rec.at[a, "sha1"] == rec.at[b, "sha1"] and rec.at[a, "pixel_hash"] == rec.at[b, "pixel_hash"]
+    assert not rec.at["cat/corrupt.jpg", "ok"] and rec.at["cat/corrupt.jpg", "width"] == 0
+    thumb = out.thumbnail("cup/big.jpg")
+    assert thumb is not None and max(thumb.size) == cfg.thumbnail_size and thumb.mode == "RGB"
+    with pytest.raises(KeyError):
+        out.thumbnail("not/there.jpg")
+
+
+def test_process_pool_gives_the_same_records(dataset_dir: Path) -> None:
+    ims = _load(dataset_dir)
+    a = run_decode_pass(ims, _cfg(num_workers=0), None)
+    b = run_decode_pass(ims, _cfg(num_workers=2), None)
+    assert a.records.equals(b.records)
+    assert np.array_equal(a.hashes["phash"], b.hashes["phash"])
+
+
+def test_pixel_hash_ignores_encoding(tmp_path: Path) -> None:
+    img = photo("coffee", 7)
+    (tmp_path / "a.png").write_bytes(png_bytes(img, compress_level=1))
+    (tmp_path / "b.png").write_bytes(png_bytes(img, compress_level=9, optimize=True))
+    (tmp_path / "c.png").write_bytes(png_bytes(photo("coffee", 8)))
+    rec = run_decode_pass(_load(tmp_path), _cfg(), None).records
+    assert rec.at["a.png", "sha1"] != rec.at["b.png", "sha1"]
+    assert rec.at["a.png", "pixel_hash"] == rec.at["b.png", "pixel_hash"]
+    assert rec.at["a.png", "pixel_hash"] != rec.at["c.png", "pixel_hash"]
+
+
+def test_cache_decodes_only_new_changed_content(dataset_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(dataset_dir, root)
+    cache = Cache(tmp_path / "cache")
+    cfg = _cfg()
+    first = run_decode_pass(_load(root), cfg, cache)
+    n = len(first.records)
+    # every file is read and decoded once (the corrupt one too: its reason is cached)
+    assert first.stats == {"decoded": n, "from_cache": 0, "failed": 0, "total": n}
+
+    again = run_decode_pass(_load(root), cfg, cache)
+    assert again.stats["decoded"] == 0 and again.stats["from_cache"] == n
+    assert again.records.equals(first.records)
+    assert np.array_equal(again.hashes["phash"], first.hashes["phash"])
+    assert again.thumbnail("cat/img_00.jpg").size == first.thumbnail("cat/img_00.jpg").size
+
+    # add 10 images: exactly those 10 are decoded
+    for k in range(10):
+        (root / "cup" / f"new_{k}.jpg").write_bytes(jpeg_bytes(photo("coffee", 500 + k)))
+    added = run_decode_pass(_load(root), cfg, cache)
+    assert added.stats["decoded"] == 10
+    assert added.stats["from_cache"] == n
+
+    # renamed and copied files reuse their record by content; a changed file is decoded
+    os.rename(root / "cat/img_04.jpg", root / "cat/renamed.jpg")
+    shutil.copy(root / "cat/img_05.jpg", root / "cup/copied.jpg")
+    (root / "cup/img_05.jpg").write_bytes(jpeg_bytes(photo("coffee", 999)))
+    moved = run_decode_pass(_load(root), cfg, cache)
+    assert moved.stats["decoded"] == 1
+    assert moved.records.at["cat/renamed.jpg", "sha1"] == first.records.at["cat/img_04.jpg", "sha1"]
+    assert moved.records.at["cup/copied.jpg", "ok"]
+    cache.close()
+
+
+def test_options_change_invalidates_records(dataset_dir: Path, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    ims = _load(dataset_dir)
+    run_decode_pass(ims, _cfg(), cache)
+    other = run_decode_pass(ims, _cfg(decode_size=64), cache)
+    assert other.stats["from_cache"] == 0
+    cache.close()
