@@ -184,7 +184,7 @@ def main() -> None:
     write_report(result, out, max_per_gallery=args.max_per_gallery)
     warm = time.perf_counter() - t
     text = out.read_text(encoding="utf-8")
-    n_img = len(re.findall(r'<img src="data:', text))
+    n_img = len(re.findall(r'<img[^>]* src="data:image/', text))
     size_mb = out.stat().st_size / 1e6
     print(f"cold (thumbnails made from source files, {n_cached} cached): {cold:.2f} s")
     print(f"warm (thumbnails from the cache):                          {warm:.2f} s")

@@ -149,8 +149,12 @@ def run_recipe(code: str, data: Path, script_path: Path) -> tuple[int, str]:
         "# -----------------------------------------------------\n"
         "dls = ImageDataLoaders.from_folder(path, valid_pct=0.2, seed=0, bs=64, num_workers=0,\n"
         "                                   item_tfms=item_tfms, batch_tfms=batch_tfms)\n"
-        "learn = Learner(dls, simple_cnn((3, 16, 32, 64, dls.c)), metrics=accuracy)\n"
-        "learn.fit_one_cycle(1, 3e-3)\n"
+        "model = nn.Sequential(ConvLayer(3, 16, stride=2), ConvLayer(16, 32, stride=2),\n"
+        "                      ConvLayer(32, 64, stride=2), nn.AdaptiveAvgPool2d(1), Flatten(),\n"
+        "                      nn.Linear(64, dls.c))\n"
+        "learn = Learner(dls, model, metrics=accuracy)\n"
+        "with learn.no_bar():\n"
+        "    learn.fit_one_cycle(1, 3e-3)\n"
         "print('recipe fit ok: train_loss %.3f valid_loss %.3f accuracy %.3f' % tuple(learn.recorder.log[1:4]))\n"
     )
     script_path.write_text(script)
@@ -166,6 +170,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64, help="audit/training input size")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress visible when piped to a log
     os.environ.setdefault("IMGAUDIT_CACHE_DIR", str(BENCH / "cache"))
     BENCH.mkdir(parents=True, exist_ok=True)
     mobilenet_weights()
@@ -176,6 +181,7 @@ def main() -> int:
     truth = build_fmnist(fm, args.n, args.frac, args.seed)
     res, dt = run_audit(fm, args.size, args.seed)
     rot = res.info["rotation"]
+    (BENCH / "fashion_mnist_rotation_info.json").write_text(json.dumps(rot, indent=1, default=str))
     print(f"== Fashion-MNIST: {args.n} images, {len(truth)} stored rotated, size {args.size}, "
           f"mode {rot.get('mode')}, audit {dt:.0f}s ==")
     if "views" not in rot:
@@ -245,7 +251,8 @@ def main() -> int:
     rc, out = run_recipe(recs["code"], fm, BENCH / "fmnist_recipe_train.py")
     print(f"\n== recipe pasted into {BENCH / 'fmnist_recipe_train.py'}: exit {rc} in "
           f"{time.perf_counter() - t0:.0f}s ==")
-    print(textwrap.indent(out.strip().splitlines()[-1] if rc == 0 else out, "  "))
+    ok_lines = [ln for ln in out.splitlines() if ln.startswith("recipe fit ok")]
+    print(textwrap.indent(ok_lines[-1] if rc == 0 and ok_lines else out, "  "))
     if rc != 0:
         fails.append("recipe script failed")
 

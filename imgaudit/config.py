@@ -53,7 +53,9 @@ class AuditConfig:
         Seed for folds, training and sampling.
     decode_size
         Target short side for the shared decode pass (JPEG draft mode decodes at
-        the smallest power-of-two scale that is still at least this big).
+        the smallest power-of-two scale that is still at least this big). 128 is
+        what the statistics (computed at a 128 px short side), the 32x32 hashes and
+        the thumbnails need; a larger value only costs decode time.
     thumbnail_size
         Longest side of the cached thumbnails used by reports and galleries.
     max_pixels
@@ -61,7 +63,8 @@ class AuditConfig:
         reported unreadable without being decoded.
     hash_kinds
         Perceptual hashes computed in the decode pass (``phash``, ``dhash``,
-        ``whash``, ``ahash``).
+        ``whash``, ``ahash``; ``phash_jitter`` adds phashes of 5%-cropped and
+        +-5-degree-rotated views, which is what catches small crops and rotations).
     label_mode
         ``"fast"``: one pass of a frozen pretrained backbone to embeddings, then
         K-fold linear heads. ``"finetune"``: K fastai ``vision_learner`` fits.
@@ -81,7 +84,7 @@ class AuditConfig:
     progress: bool = True
     seed: int = 0
     # shared decode pass
-    decode_size: int = 256
+    decode_size: int = 128
     thumbnail_size: int = 128
     max_pixels: int = 89_478_485
     hash_kinds: tuple[str, ...] = ("phash", "phash_jitter")

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 PLANTED_FILE = "PLANTED.json"
 
@@ -20,7 +20,10 @@ PLANTED_FILE = "PLANTED.json"
 def _digit_image(pixels: np.ndarray, size: int) -> Image.Image:
     # sklearn digits are 0..16 ink intensities; draw dark ink on white paper like a scan
     arr = (255 - pixels.reshape(8, 8) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
+    # smooth to half size, then pixel-double: a straight bicubic 8x upscale is so soft
+    # that every image would rightly be flagged blurry
+    half = Image.fromarray(arr).resize((size // 2, size // 2), Image.Resampling.BICUBIC)
+    return half.resize((size, size), Image.Resampling.NEAREST).convert("RGB")
 
 
 def make_demo_dataset(
@@ -36,7 +39,7 @@ def make_demo_dataset(
     Planted problems (listed in ``PLANTED.json`` next to the images):
     label flips (a digit filed under another class), an exact duplicate, a validation
     image that is a resized copy of a training image (a leak), a corrupt file, a tiny
-    image and a sideways (rotated 90 degrees) image.
+    image, a sideways (rotated 90 degrees) image and a blurred image.
 
     Example
     -------
@@ -70,7 +73,7 @@ def make_demo_dataset(
             written.append((rel, cls, split))
 
     planted: dict[str, list] = {"label_flips": [], "exact_duplicates": [], "leaks": [],
-                                "corrupt": [], "tiny": [], "rotated": []}
+                                "corrupt": [], "tiny": [], "rotated": [], "blurry": []}
     train = [w for w in written if w[2] == "train"]
     order = rng.permutation(len(train))
     picks = [train[i] for i in order]
@@ -107,6 +110,11 @@ def make_demo_dataset(
     img = Image.open(root / rel)
     img.transpose(Image.Transpose.ROTATE_90).save(root / rel)
     planted["rotated"].append({"path": rel, "degrees": 90})
+
+    # a blurry image (replaces the original file)
+    rel, cls, split = picks[9]
+    Image.open(root / rel).filter(ImageFilter.GaussianBlur(3)).save(root / rel)
+    planted["blurry"].append(rel)
 
     (root / PLANTED_FILE).write_text(json.dumps(planted, indent=1))
     return root

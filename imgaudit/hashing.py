@@ -42,7 +42,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 __all__ = [
@@ -172,6 +171,8 @@ def _dct_lowfreq(gray: Image.Image, box: tuple[float, float, float, float] | Non
 
     ``box`` crops before resizing (in the same resampling call, so no extra copy).
     """
+    import scipy.fftpack  # lazily: importing imgaudit should not pay for scipy
+
     pixels = np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
     return dct[:_HASH_SIZE, :_HASH_SIZE]
@@ -214,6 +215,8 @@ def phash_jitter(img: Image.Image) -> np.ndarray:
         src = rotated[angle]
         box = (w * border, h * border, w * (1 - border), h * (1 - border)) if border else None
         grids[(border, angle)] = np.asarray(src.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
+    import scipy.fftpack
+
     keys = list(grids)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(np.stack([grids[k] for k in keys]), axis=1), axis=2)
     low = {k: dct[n, :_HASH_SIZE, :_HASH_SIZE] for n, k in enumerate(keys)}

@@ -51,7 +51,7 @@ from numba.extending import intrinsic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["radius_pairs", "brute_force_pairs", "MultiIndex"]
+__all__ = ["radius_pairs", "brute_force_pairs", "MultiIndex", "support_kernel"]
 
 #: Largest substring width: the offsets array of a table has ``2**b + 1`` int64s.
 _MAX_BITS = 24
@@ -148,6 +148,32 @@ def _brute_kernel(
                         out_d[s, c] = d
                     c += 1
         counts[s] = c
+
+
+@numba.njit(cache=True, nogil=True)
+def support_kernel(indptr, indices, i, j, cap):  # pragma: no cover - compiled
+    """Closed-neighbourhood overlap of each edge (see checks.duplicates.edge_support)."""
+    out = np.ones(len(i))
+    for e in range(len(i)):
+        a, b = i[e], j[e]
+        da = indptr[a + 1] - indptr[a]
+        db = indptr[b + 1] - indptr[b]
+        if da > db:
+            a, b, da, db = b, a, db, da
+        if da > cap:
+            continue  # both ends are hubs of a dense cluster: keep the edge
+        # closed neighbourhoods: N[x] = neighbours of x plus x itself
+        common = 2  # a and b are in both N[a] and N[b]
+        lo, hi = indptr[b], indptr[b + 1]
+        for p in range(indptr[a], indptr[a + 1]):
+            k = indices[p]
+            if k == b:
+                continue
+            q = np.searchsorted(indices[lo:hi], k)
+            if q < hi - lo and indices[lo + q] == k:
+                common += 1
+        out[e] = common / (da + 1)
+    return out
 
 
 def _n_within(bits: int, q: int) -> int:

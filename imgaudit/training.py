@@ -627,7 +627,7 @@ def duplicate_groups(ctx: AuditContext) -> np.ndarray:
         if df is None or col not in df:
             continue
         g = df[col].reindex(ctx.paths)
-        valid = g.notna().to_numpy()
+        valid = np.array(g.notna().to_numpy(), dtype=bool)
         gv = g.to_numpy()
         if valid.any() and pd.api.types.is_numeric_dtype(g):
             valid &= pd.to_numeric(g, errors="coerce").fillna(-1).to_numpy() >= 0

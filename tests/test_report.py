@@ -404,3 +404,20 @@ def test_demo_report_reuses_decode_pass_thumbnails(
     assert from_cache > 0
     # every readable shown image came from the decode pass's cache, none re-decoded
     assert made == 0
+
+
+def test_many_classes_table_capped(tmp_path: Path) -> None:
+    from imgaudit.export.report import MAX_CLASS_ROWS
+
+    n_classes = MAX_CLASS_ROWS + 25
+    labels = [f"c{i:03d}" for i in range(n_classes) for _ in range(1 + i % 3)]
+    idx = pd.Index([f"{lab}/{k}.png" for k, lab in enumerate(labels)], name="path")
+    df = pd.DataFrame({"label": labels, "split": None, "width": 64, "height": 64}, index=idx)
+    df[issue_col("dark")] = False
+    df[score_col("dark")] = 1.0
+    r = AuditResult(df, config={"size": 64, "cache_dir": False}, root=tmp_path)
+    text = write_report(r, tmp_path / "r.html").read_text(encoding="utf-8")
+    section = text.split('id="classes"')[1].split("</section>")[0]
+    assert f"{n_classes} classes" in section
+    assert "25 classes in between" in section
+    assert section.count('class="barcell"') == MAX_CLASS_ROWS

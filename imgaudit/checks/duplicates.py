@@ -59,15 +59,10 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import numba
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..columns import extra_col, issue_col, score_col
-from ..hashing import HASH_KINDS, hamming
-from ..neighbors import radius_pairs
 from .base import Check, SkipCheck
 
 if TYPE_CHECKING:
@@ -76,7 +71,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Hash kinds whose 8 columns are dihedral views (``phash_jitter`` is not one).
-DIHEDRAL_KINDS = tuple(k for k in HASH_KINDS if k != "phash_jitter")
+DIHEDRAL_KINDS = ("phash", "dhash", "whash", "ahash")
 
 #: Splits treated as the training side of a leak; every other split name is evaluation.
 TRAIN_SPLITS = frozenset({"train", "training"})
@@ -129,31 +124,6 @@ def embedding_pairs(
     return i.astype(np.int64), j.astype(np.int64), s
 
 
-@numba.njit(cache=True)
-def _support_kernel(indptr, indices, i, j, cap):  # pragma: no cover - compiled
-    out = np.ones(len(i))
-    for e in range(len(i)):
-        a, b = i[e], j[e]
-        da = indptr[a + 1] - indptr[a]
-        db = indptr[b + 1] - indptr[b]
-        if da > db:
-            a, b, da, db = b, a, db, da
-        if da > cap:
-            continue  # both ends are hubs of a dense cluster: keep the edge
-        # closed neighbourhoods: N[x] = neighbours of x plus x itself
-        common = 2  # a and b are in both N[a] and N[b]
-        lo, hi = indptr[b], indptr[b + 1]
-        for p in range(indptr[a], indptr[a + 1]):
-            k = indices[p]
-            if k == b:
-                continue
-            q = np.searchsorted(indices[lo:hi], k)
-            if q < hi - lo and indices[lo + q] == k:
-                common += 1
-        out[e] = common / (da + 1)
-    return out
-
-
 def edge_support(n: int, i: np.ndarray, j: np.ndarray, cap: int = 256) -> np.ndarray:
     """Overlap coefficient of the closed neighbourhoods of each edge's two ends.
 
@@ -161,16 +131,23 @@ def edge_support(n: int, i: np.ndarray, j: np.ndarray, cap: int = 256) -> np.nda
     pair, small for a bridge between two otherwise separate clusters. Edges whose
     ends both have more than ``cap`` neighbours get 1 (bounded cost).
     """
+    from scipy.sparse import coo_matrix
+
+    from ..neighbors import support_kernel
+
     if len(i) == 0:
         return np.ones(0)
     graph = coo_matrix((np.ones(2 * len(i), dtype=np.int8), (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
     graph.sum_duplicates()
     graph.sort_indices()
-    return _support_kernel(graph.indptr.astype(np.int64), graph.indices.astype(np.int64), i, j, cap)
+    return support_kernel(graph.indptr.astype(np.int64), graph.indices.astype(np.int64), i, j, cap)
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected-component label per row; rows in no pair get -1 (not renumbered)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     if len(i) == 0:
         return np.full(n, -1, dtype=np.int64)
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
@@ -228,6 +205,8 @@ def make_groups(comp: np.ndarray, area: np.ndarray, paths: np.ndarray) -> Groups
 
 def _view_distance(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Least Hamming distance over views, in both directions, between rows a and b."""
+    from ..hashing import hamming
+
     if codes.ndim == 1 or codes.shape[1] == 1:
         db = codes.reshape(len(codes), -1)[:, 0]
         return hamming(db[a], db[b])
@@ -384,6 +363,9 @@ class NearDuplicates(_DuplicateCheck):
         embedding_threshold: float = 0.95
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
+        # numba and scipy load here, not when the registry is imported
+        from ..neighbors import radius_pairs
+
         p = cast(NearDuplicates.Params, self.params)
         if p.hash_kind not in DIHEDRAL_KINDS:
             raise ValueError(f"near_duplicates: unknown hash_kind {p.hash_kind!r}; choose from {list(DIHEDRAL_KINDS)}")

@@ -204,6 +204,10 @@ class Grayscale(Check):
     Statistic: 99th percentile over pixels of ``(max(R,G,B) - min(R,G,B)) / 255``
     (``chroma_p99``), at the decode pass's statistics scale. Tolerates the small
     channel differences JPEG compression leaves in gray content.
+
+    A grey image is a problem in a colour dataset (the model sees a different input
+    distribution). When most of the dataset is grey (digits, X-rays, Fashion-MNIST),
+    grey is the norm: nothing is flagged and ``info["grayscale_dataset"]`` says so.
     """
 
     name: ClassVar[str] = "grayscale"
@@ -215,9 +219,13 @@ class Grayscale(Check):
         ----------
         max_chroma
             Flag images whose ``chroma_p99`` is at most this (0.04 ~ 10 grey levels).
+        max_share
+            When more than this share of the readable images is grey, the dataset is
+            grey by nature and no image is flagged.
         """
 
         max_chroma: float = 0.04
+        max_share: float = 0.5
 
     params: Params
 
@@ -225,6 +233,12 @@ class Grayscale(Check):
         rec = ctx.records
         chroma = rec["chroma_p99"].to_numpy(float)
         issue = chroma <= self.params.max_chroma
+        ok = _ok(rec)
+        share = float(issue[ok].mean()) if ok.any() else 0.0
+        self.info = {"grayscale_share": share, "grayscale_dataset": share > self.params.max_share}
+        if share > self.params.max_share:
+            # a grey dataset: grey is the norm, not an issue (scores still rank colourfulness)
+            issue = np.zeros_like(issue)
         return _frame(ctx, self.name, issue, _ratio_score(chroma, self.params.max_chroma), _ok(rec))
 
 

@@ -13,9 +13,12 @@ depends on that transform:
   a "9") is **unsafe**: the orientation carries information the model uses;
 - between the two, or with too little evidence, the verdict is **unclear**.
 
-The same predictions find images that are themselves rotated: an image whose given label
-is far more probable under a right-angle rotation than as stored (a sideways photo, a
-lost EXIF orientation) is flagged, with the rotation that uprights it.
+The same predictions find images that are themselves rotated (a sideways photo, a lost
+EXIF orientation): a self-supervised orientation head learns, out of fold, what the fold
+models' outputs look like under each right-angle rotation, and every image's four views
+vote on how it is stored, together with its given label's probability in the view that
+would upright it (:func:`orientation_posterior`). A confident "not upright" is flagged,
+with the rotation that uprights it.
 
 Angle convention: every angle here is in **degrees counter-clockwise**, as in PIL's
 ``Image.rotate(angle)``. The view ``rot90`` is ``img.transpose(Image.Transpose.ROTATE_90)``
@@ -315,6 +318,7 @@ def probe_statistics(
         z=params.z,
         min_identity_margin=params.min_identity_margin,
         min_class_count=params.min_class_count,
+        class_wrecked_retention=params.class_wrecked_retention,
     )
 
     views: dict[str, Any] = {}
@@ -334,7 +338,8 @@ def probe_statistics(
         st["mean_kl"] = float(kl.mean()) if len(y) else float("nan")
         v, ev = verdict(st, params.safe_retention, params.unsafe_retention, params.min_identity_margin)
 
-        unsafe_classes = []
+        unsafe_classes: list[str] = []
+        wrecked: list[str] = []
         for ci, cname in enumerate(classes):
             m = y == ci
             cs = retention(correct0[m], correctv[m], chance, params.z)
@@ -349,11 +354,17 @@ def probe_statistics(
             per_class[cname][name] = cs
             if cv == "unsafe":
                 unsafe_classes.append(cname)
+                if cs["retention_high"] < params.class_wrecked_retention:
+                    wrecked.append(cname)
         # One class wrecked is enough: augmenting with the view would corrupt that class
-        # even when the dataset-wide accuracy barely moves.
-        if v != "unsafe" and unsafe_classes:
+        # (a 6 becomes a 9) even when the dataset-wide accuracy barely moves. A class that
+        # only suffers (a mirrored boot read as a sneaker by a model that never saw one)
+        # is reported, not decisive: the view may be new to the model yet keep the label.
+        if v != "unsafe" and wrecked:
             v = "unsafe"
-            ev = f"{ev}; but unsafe for class(es) {unsafe_classes}"
+            ev = f"{ev}; but it wrecks class(es) {wrecked}"
+        elif unsafe_classes:
+            ev = f"{ev}; classes hurt most: {unsafe_classes}"
         if fam in trained_with:
             v = "unclear"
             ev = f"the fold models were trained with this augmentation, so they are invariant to it by construction; {ev}"
@@ -361,6 +372,7 @@ def probe_statistics(
         st["angle"] = _view_angle(name)
         st["verdict"], st["evidence"] = v, ev
         st["unsafe_classes"] = unsafe_classes
+        st["wrecked_classes"] = wrecked
         views[name] = st
         verdicts[name] = v
         pairs[name] = class_pairs(
@@ -389,45 +401,110 @@ def _view_angle(name: str) -> float | None:
     return None
 
 
-def find_rotated(
+#: the right-angle views in orientation order: index s <-> stored "rotated by 90*s ccw"
+_ORIENT_VIEWS = (IDENTITY, "rot90", "rot180", "rot270")
+
+
+def orientation_posterior(
     view_probs: Mapping[str, np.ndarray],
     labels: np.ndarray,
-    min_ratio: float,
-    min_view_prob: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images whose given label is far more probable after a right-angle rotation.
+    folds: np.ndarray,
+    c: float = 1.0,
+    label_weight: float = 1.0,
+) -> np.ndarray:
+    """Posterior over how each image is stored: upright, or rotated by 90/180/270 ccw.
 
-    For image ``i`` with given label ``y``: ``p0 = P_identity(y)`` and ``pb = max`` of
-    ``P_view(y)`` over the right-angle views present. The image is flagged when
-    ``pb >= min_ratio * p0``, ``pb >= min_view_prob`` and the best view predicts ``y``.
+    A self-supervised orientation head (the idea of RotNet, Gidaris et al. 2018) on the
+    fold models' outputs: for the images of the other folds, the four right-angle views
+    of each image are examples of "rotated by 0, 90, 180, 270 degrees" (most stored
+    images are upright, so the few that are not are label noise here). A multinomial
+    logistic regression learns, from a view's log-probabilities, which rotation it shows.
+    For an image of the held-out fold, each stored orientation ``s`` is scored by how
+    well all four of its views fit (view ``j`` then shows rotation ``s + j``), plus,
+    where the image is labeled, ``label_weight`` times the log-probability of its given
+    label in the view that would upright it.
+
+    Parameters
+    ----------
+    view_probs
+        Must hold ``identity``, ``rot90``, ``rot180``, ``rot270``: (N, K) out-of-fold probs.
+    labels
+        (N,) given label index, -1 where unlabeled (then only the views vote).
+    folds
+        (N,) fold of each image (the head for fold ``f`` trains on the other folds);
+        -1 for rows to leave out.
+    c
+        Inverse L2 strength of the orientation head.
+    label_weight
+        Weight of the given label's evidence.
+
+    Returns
+    -------
+    np.ndarray
+        (N, 4) posterior over stored orientation ``s`` (image looks like an upright one
+        rotated by ``90 * s`` degrees ccw; ``rotate(360 - 90 * s)`` uprights it); NaN
+        rows where not computable.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    missing = [v for v in _ORIENT_VIEWS if v not in view_probs]
+    if missing:
+        raise ValueError(f"orientation_posterior needs the views {missing}")
+    x = [np.log(np.clip(np.asarray(view_probs[v], dtype=float), 1e-6, 1.0)) for v in _ORIENT_VIEWS]
+    labels = np.asarray(labels)
+    folds = np.asarray(folds)
+    n = labels.shape[0]
+    ok = (folds >= 0) & np.all([np.isfinite(xi).all(axis=1) for xi in x], axis=0)
+    out = np.full((n, 4), np.nan)
+    rows = np.arange(n)
+    for f in np.unique(folds[ok]):
+        train, test = ok & (folds != f), ok & (folds == f)
+        if train.sum() < 2 or not test.any():
+            continue
+        xtr = np.concatenate([xi[train] for xi in x])
+        ytr = np.repeat(np.arange(4), int(train.sum()))
+        scaler = StandardScaler().fit(xtr)
+        head = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(xtr), ytr)
+        ll = np.zeros((int(test.sum()), 4))
+        for j in range(4):
+            q = np.log(np.clip(head.predict_proba(scaler.transform(x[j][test])), 1e-12, 1.0))
+            for s in range(4):
+                ll[:, s] += q[:, (s + j) % 4]
+        y = labels[test]
+        has = y >= 0
+        if label_weight and has.any():
+            for s in range(4):
+                # the view that uprights orientation s rotates by 360 - 90 s: index (4 - s) % 4
+                upright = x[(4 - s) % 4][test]
+                ll[has, s] += label_weight * upright[rows[: int(test.sum())][has], y[has]]
+        ll -= ll.max(axis=1, keepdims=True)
+        p = np.exp(ll)
+        out[test] = p / p.sum(axis=1, keepdims=True)
+    return out
+
+
+def find_rotated(
+    posterior: np.ndarray, min_posterior: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flags, scores and uprighting angles from :func:`orientation_posterior`.
 
     Returns
     -------
     flag, score, suggested
-        ``flag`` bool (N,); ``score = p0 / (p0 + pb)`` in [0, 1] (lower = more likely
-        rotated; NaN where not computable); ``suggested`` int (N,): degrees
-        counter-clockwise (PIL ``Image.rotate``) that upright a flagged image, 0 elsewhere.
+        ``flag`` bool (N,): the most probable orientation is not upright and has
+        posterior >= ``min_posterior``; ``score`` (N,): posterior of "upright" in [0, 1]
+        (lower = more likely rotated; NaN where not computable); ``suggested`` int (N,):
+        degrees counter-clockwise (PIL ``Image.rotate``) that upright a flagged image,
+        0 elsewhere.
     """
-    labels = np.asarray(labels)
-    n = labels.shape[0]
-    names = [v for v in RIGHT_ANGLES if v in view_probs]
-    if IDENTITY not in view_probs or not names:
-        raise ValueError("need the identity view and at least one right-angle view")
-    p0 = np.asarray(view_probs[IDENTITY], dtype=float)
-    stack = np.stack([np.asarray(view_probs[v], dtype=float) for v in names])  # (V, N, K)
-    ok = (labels >= 0) & np.isfinite(p0).all(axis=1) & np.isfinite(stack).all(axis=(0, 2))
-    yi = np.where(ok, labels, 0)
-    rows = np.arange(n)
-    p0y = p0[rows, yi]
-    pvy = stack[:, rows, yi]  # (V, N)
-    best = np.argmax(np.where(np.isfinite(pvy), pvy, -1.0), axis=0)
-    pb = pvy[best, rows]
-    best_pred = stack[best, rows].argmax(axis=1) if n else np.zeros(0, dtype=int)
-    score = np.full(n, np.nan)
-    score[ok] = (p0y[ok] + _EPS) / (p0y[ok] + pb[ok] + 2 * _EPS)
-    flag = ok & (pb >= min_ratio * p0y) & (pb >= min_view_prob) & (best_pred == yi)
-    angles = np.array([RIGHT_ANGLES[v] for v in names])
-    suggested = np.where(flag, angles[best], 0).astype(int)
+    post = np.asarray(posterior, dtype=float)
+    finite = np.isfinite(post).all(axis=1)
+    filled = np.where(finite[:, None], post, 0.0)
+    best = filled.argmax(axis=1)
+    flag = finite & (best != 0) & (filled.max(axis=1) >= min_posterior)
+    score = np.where(finite, filled[:, 0], np.nan)
+    suggested = np.where(flag, (360 - 90 * best) % 360, 0).astype(int)
     return flag, score, suggested
 
 
@@ -437,8 +514,9 @@ def find_rotated(
 class RotationCheck(Check):
     """Rotation/flip sensitivity of the data (``info``) and images stored rotated.
 
-    Columns: ``is_rotation_issue``, ``rotation_score`` (``p0 / (p0 + pb)``, see
-    :func:`find_rotated`; lower = more likely rotated) and ``rotation_suggested``
+    Columns: ``is_rotation_issue``, ``rotation_score`` (posterior probability that the
+    image is stored upright, see :func:`orientation_posterior`; lower = more likely
+    rotated) and ``rotation_suggested``
     (degrees counter-clockwise, as PIL ``Image.rotate(angle, expand=True)``, that bring
     the image upright; 0 where not flagged).
 
@@ -472,14 +550,20 @@ class RotationCheck(Check):
             Identity accuracy must exceed chance by this much for any verdict but "unclear".
         min_class_count
             Classes with fewer evaluated images get no per-class verdict ("unclear").
+        class_wrecked_retention
+            A view is "unsafe" whatever its dataset-wide retention when some class's
+            retention interval lies wholly below this (the view turns that class into
+            another one).
         min_pair_count, min_pair_fraction, max_pairs
             Class pairs (``a -> b``) reported per view: seen at least ``min_pair_count``
             times and in at least ``min_pair_fraction`` of class ``a``; at most ``max_pairs``.
-        min_ratio
-            An image is flagged rotated when its given label is at least this many times
-            more probable under a right-angle rotation than as stored ...
-        min_view_prob
-            ... and at least this probable under that rotation (and its top class).
+        orientation_c
+            Inverse L2 strength of the orientation head (:func:`orientation_posterior`).
+        label_weight
+            Weight of the given label's log-probability in the uprighting view.
+        min_posterior
+            An image is flagged rotated when its most probable stored orientation is not
+            upright and has at least this posterior.
         require_sensitive
             Skip the per-image check unless some right-angle rotation is unsafe.
         """
@@ -490,11 +574,13 @@ class RotationCheck(Check):
         z: float = 2.0
         min_identity_margin: float = 0.1
         min_class_count: int = 20
+        class_wrecked_retention: float = 0.3
         min_pair_count: int = 3
         min_pair_fraction: float = 0.1
         max_pairs: int = 20
-        min_ratio: float = 10.0
-        min_view_prob: float = 0.5
+        orientation_c: float = 1.0
+        label_weight: float = 1.0
+        min_posterior: float = 0.8
         require_sensitive: bool = True
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
@@ -534,7 +620,10 @@ class RotationCheck(Check):
                 + ", ".join(f"{v}={stats['verdicts'][v]}" for v in RIGHT_ANGLES if v in stats["verdicts"])
                 + "): orientation carries no signal to find rotated images with"
             )
-        flag, score, suggested = find_rotated(view_probs, oof.labels, p.min_ratio, p.min_view_prob)
+        posterior = orientation_posterior(
+            view_probs, oof.labels, np.where(oof.mask, oof.folds, -1), p.orientation_c, p.label_weight
+        )
+        flag, score, suggested = find_rotated(posterior, p.min_posterior)
         self.info["n_flagged"] = int(flag.sum())
         self.info["suggested_counts"] = {
             str(a): int(((suggested == a) & flag).sum()) for a in RIGHT_ANGLES.values()

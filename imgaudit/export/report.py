@@ -107,7 +107,8 @@ main{padding:8px 28px 40px;max-width:1400px}
 td.barcell{width:160px}
 .gals{display:flex;flex-wrap:wrap;gap:0 32px;align-items:flex-start}
 .gal{flex:1 1 100%;min-width:0}
-.gal[data-small]{flex:0 1 auto;max-width:390px}
+.gal[data-small]{flex:0 1 auto}
+.gal[data-small] .desc{max-width:360px}
 section{margin:22px 0}
 h2{font-size:18px;margin:0 0 10px;border-bottom:2px solid var(--line);padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 4px}
@@ -570,7 +571,19 @@ class _Report:
         head = "<tr><th>class</th><th>images</th><th></th>"
         head += "".join(f"<th>{_e(s)}</th>" for s in splits) + "<th>flagged</th></tr>"
         rows = []
-        for cls, c in counts.items():
+        shown = counts
+        if len(counts) > MAX_CLASS_ROWS:
+            # many classes: the largest and the smallest tell the imbalance story
+            half = MAX_CLASS_ROWS // 2
+            by_size = counts.sort_values(ascending=False, kind="stable")
+            shown = pd.concat([by_size.iloc[:half], by_size.iloc[-half:]])
+        for i, (cls, c) in enumerate(shown.items()):
+            if len(shown) < len(counts) and i == MAX_CLASS_ROWS // 2:
+                ncols = 4 + len(splits)
+                rows.append(
+                    f'<tr><td colspan="{ncols}" class="more">… {len(counts) - len(shown):,} '
+                    "classes in between …</td></tr>"
+                )
             w = 100.0 * c / top
             cells = "".join(
                 f'<td class="num">{int(per_split.loc[cls, s]) if per_split is not None and s in per_split.columns else 0:,}</td>'
@@ -762,8 +775,8 @@ class _Report:
             if not idx:
                 continue
             keeper = self._keeper(idx, keep)
-            # keeper first, then the rest in path order
-            idx.sort(key=lambda p: (p != keeper, str(p)))
+            # keeper first, then the images this gallery is about, then the rest
+            idx.sort(key=lambda p: (p != keeper, p not in flagged_set, str(p)))
             show = idx[:per_group]
             self.thumbs.prefetch(show)
             spl = {
@@ -877,7 +890,7 @@ class _Report:
             if isinstance(per_class, dict) and per_class:
                 vnames = list(views)
                 prow = []
-                for cls, cv in per_class.items():
+                for cls, cv in list(per_class.items())[:MAX_CLASS_ROWS]:
                     cv = cv if isinstance(cv, dict) else {}
                     cells = "".join(
                         f'<td title="{_e((cv.get(v) or {}).get("evidence", ""))}">'
@@ -891,20 +904,36 @@ class _Report:
                     + "</tr>"
                     + "".join(prow)
                     + "</table>"
+                    + (
+                        f'<p class="more">First {len(prow)} of {len(per_class):,} classes; all '
+                        'are in <code>result.info["rotation"]["per_class"]</code>.</p>'
+                        if len(prow) < len(per_class)
+                        else ""
+                    )
                 )
             pairs = rot.get("pairs")
             if isinstance(pairs, dict) and any(pairs.values()):
                 items = []
                 for v, lst in pairs.items():
-                    for pr in lst or []:
-                        items.append(
-                            f"<li>{_e(v)}: <b>{_e(pr.get('from'))}</b> becomes "
-                            f"<b>{_e(pr.get('to'))}</b> in {_fmt_num(pr.get('count'))} images "
-                            f"({_pct(pr.get('fraction'))} of that class)</li>"
-                        )
+                    if not lst:
+                        continue
+                    # the most frequent few per view; the rest stay in result.info
+                    bits = [
+                        f"<b>{_e(pr.get('from'))}</b>&rarr;<b>{_e(pr.get('to'))}</b> "
+                        f"({_fmt_num(pr.get('count'))}, {_pct(pr.get('fraction'))})"
+                        for pr in lst[:MAX_PAIRS_PER_VIEW]
+                    ]
+                    more = (
+                        f", +{len(lst) - MAX_PAIRS_PER_VIEW} more"
+                        if len(lst) > MAX_PAIRS_PER_VIEW
+                        else ""
+                    )
+                    items.append(f"<li>{_e(v)}: {', '.join(bits)}{more}</li>")
                 parts.append(
-                    "<h3>Classes a view turns into each other</h3><ul>"
-                    + "".join(items[:40])
+                    "<h3>Classes a view turns into each other</h3>"
+                    '<p class="desc">given class &rarr; predicted class after the view (images, '
+                    "share of the class's correctly recognised images)</p><ul>"
+                    + "".join(items)
                     + "</ul>"
                 )
         else:
@@ -972,6 +1001,12 @@ class _Report:
             + "</body></html>\n"
         )
 
+
+#: most classes listed in the class table (half largest, half smallest)
+MAX_CLASS_ROWS = 40
+
+#: class pairs listed per view in the rotation verdict
+MAX_PAIRS_PER_VIEW = 5
 
 #: issue types written by the near-duplicate check about its groups
 GROUPED_BY_NEAR_DUPLICATES = ("label_conflict", "split_leak")
