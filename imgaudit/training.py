@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -1010,7 +1011,12 @@ def _train_fold(
     )
     if not plan.progress:
         learn.remove_cb(ProgressCallback)
-    with learn.no_logging():
+    # fastai writes checkpoints (lr_find's _tmp.pth) under learn.path / model_dir, which
+    # defaults to the current directory - possibly the user's dataset: keep them in a
+    # private temporary directory instead
+    with tempfile.TemporaryDirectory(prefix="imgaudit-fit-") as tmp, learn.no_logging():
+        learn.path = Path(tmp)
+        learn.model_dir = Path(tmp) / "models"
         if lr is None:
             # one lr_find (on the first fold) serves all folds: same data, same model
             lr = float(learn.lr_find(show_plot=False).valley)
