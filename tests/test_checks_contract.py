@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 import imgaudit
-from imgaudit.checks import CHECKS, DEFAULT_CHECKS, Check, SkipCheck
-from imgaudit.checks import _build_registry
+from imgaudit.checks import CHECKS, DEFAULT_CHECKS, Check, SkipCheck, _build_registry
 from imgaudit.columns import extra_col, issue_col, score_col
 from imgaudit.demo import make_demo_dataset
 
