@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_write
 from .columns import issue_col, score_col
 
 RESULT_VERSION = 1
@@ -43,23 +42,6 @@ def jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp creates 0600 files; give the result the permissions of a normal file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def summarize(issues: pd.DataFrame, issue_types: Iterable[str]) -> pd.DataFrame:
@@ -175,11 +157,11 @@ class AuditResult:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         buf = _pickle_bytes(self.issues)
-        _atomic_write_bytes(d / "issues.pkl", buf)
+        atomic_write(d / "issues.pkl", buf)
         csv = self.issues.to_csv().encode("utf-8", "backslashreplace")
-        _atomic_write_bytes(d / "issues.csv", csv)
-        _atomic_write_bytes(d / "summary.csv", self.summary.to_csv(index=False).encode())
-        _atomic_write_bytes(d / "info.json", json.dumps(self.info, indent=1).encode())
+        atomic_write(d / "issues.csv", csv)
+        atomic_write(d / "summary.csv", self.summary.to_csv(index=False).encode())
+        atomic_write(d / "info.json", json.dumps(self.info, indent=1).encode())
         meta = {
             "version": RESULT_VERSION,
             "root": self.root,
@@ -187,7 +169,7 @@ class AuditResult:
             "config": self.config,
             "recommendations": self.recommendations,
         }
-        _atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=1).encode())
+        atomic_write(d / "meta.json", json.dumps(meta, indent=1).encode())
         return d
 
     @classmethod

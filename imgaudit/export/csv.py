@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_write
 from ..columns import extra_col, issue_col, score_col
 from . import SPLIT_LEAK, duplicate_checks, group_ids, issue_types, keep_flags
 from . import split_leaks as find_split_leaks
@@ -92,16 +92,8 @@ class CleanPolicy:
 
 
 def _atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # surrogateescape: non-UTF-8 file names are written back as their original bytes
+    atomic_write(path, df.to_csv(index=False).encode("utf-8", "surrogateescape"))
 
 
 def _random_valid(index: pd.Index, groups: list[pd.Series], pct: float, seed: int) -> pd.Series:

@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from .._io import atomic_write
 from ..columns import extra_col, issue_col, score_col
 
 if TYPE_CHECKING:
@@ -227,20 +227,7 @@ def _encode_image(img: Image.Image) -> tuple[bytes, str]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        # mkstemp creates 0600; a report is meant to be shared: use the umask's default
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text.encode("utf-8", "surrogateescape"))
 
 
 # --------------------------------------------------------------------------------------
