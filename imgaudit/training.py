@@ -322,7 +322,7 @@ def _iter_view_batches(
     import torch
 
     ds = _ViewDataset(paths, positions, views, size, max_pixels)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    dl: Any = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)  # type: ignore[arg-type]
     mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
     start = 0
@@ -428,7 +428,7 @@ class _FastHeads:
         for f, (c, b, k) in enumerate(zip(self.coef, self.intercept, self.class_idx, strict=True)):
             arrays[f"coef{f}"], arrays[f"intercept{f}"], arrays[f"class_idx{f}"] = c, b, k
         buf = io.BytesIO()
-        np.savez(buf, n_folds=np.array(len(self.coef)), **arrays)
+        np.savez(buf, n_folds=np.array(len(self.coef)), **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
@@ -636,7 +636,7 @@ def duplicate_groups(ctx: AuditContext) -> np.ndarray:
         for i in np.flatnonzero(valid):
             key = gv[i]
             if key in first:
-                a, b = find(i), find(first[key])
+                a, b = find(int(i)), find(int(first[key]))
                 if a != b:
                     parent[a] = b
             else:
@@ -688,7 +688,7 @@ def _pack(arrays: dict[str, np.ndarray], meta: dict[str, Any], blobs: dict[str, 
 
     buf = io.BytesIO()
     extra = {f"blob_{k}": np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()}
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays, **extra)
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays, **extra)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

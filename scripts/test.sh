@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 .venv/bin/ruff check imgaudit tests benchmarks
+.venv/bin/mypy imgaudit
 .venv/bin/python -m pytest -q "$@"

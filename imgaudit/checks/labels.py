@@ -46,7 +46,7 @@ class LabelCheck(Check):
     requires: ClassVar[tuple[str, ...]] = ("oof",)
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """Hyperparameters of the label check.
 
         Parameters
@@ -69,6 +69,8 @@ class LabelCheck(Check):
         filter_by: str = "both"
         score_method: str = "self_confidence"
         n_confused_pairs: int = 10
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         from cleanlab.dataset import (
@@ -189,7 +191,7 @@ class OutlierCheck(Check):
     requires: ClassVar[tuple[str, ...]] = ("oof",)
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """Hyperparameters of the outlier check.
 
         Parameters
@@ -202,6 +204,8 @@ class OutlierCheck(Check):
 
         k: int = 10
         iqr_factor: float = 2.0
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         from sklearn.neighbors import NearestNeighbors

@@ -179,7 +179,7 @@ def retention(
     correct_view: np.ndarray,
     chance: float,
     z: float,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """How much of the above-chance accuracy a view keeps, with a paired interval.
 
     ``retention = (acc_view - chance) / (acc_identity - chance)``: 1 when the view costs
@@ -531,7 +531,7 @@ class RotationCheck(Check):
     requires: ClassVar[tuple[str, ...]] = ("oof",)
 
     @dataclasses.dataclass
-    class Params:
+    class Params(Check.Params):
         """Hyperparameters of the rotation probe.
 
         Parameters
@@ -582,6 +582,8 @@ class RotationCheck(Check):
         label_weight: float = 1.0
         min_posterior: float = 0.8
         require_sensitive: bool = True
+
+    params: Params
 
     def run(self, ctx: AuditContext) -> pd.DataFrame:
         p = self.params
