@@ -15,6 +15,7 @@ from .checks.properties import properties_info
 from .config import AuditConfig
 from .context import AuditContext
 from .imageset import ImageSet, load_images
+from .recommend import recommend
 from .result import AuditResult
 
 logger = logging.getLogger(__name__)
@@ -147,13 +148,7 @@ def audit(
             "properties": properties_info(records, ctx.labels, cfg.size),
             **info,
         }
-        recommendations: dict[str, Any] = {}
-        try:
-            from .recommend import recommend
-        except ImportError:  # recommend module not available in this build
-            recommend = None  # type: ignore[assignment]
-        if recommend is not None:
-            recommendations = recommend(issues, info, cfg)
+        recommendations = recommend(issues, info, cfg)
     finally:
         ctx.close()
     return AuditResult(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,7 @@ class AuditResult:
         """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        buf = _pickle_bytes(self.issues)
-        atomic_write(d / "issues.pkl", buf)
+        atomic_write(d / "issues.pkl", pickle.dumps(self.issues, protocol=pickle.HIGHEST_PROTOCOL))
         csv = self.issues.to_csv().encode("utf-8", "backslashreplace")
         atomic_write(d / "issues.csv", csv)
         atomic_write(d / "summary.csv", self.summary.to_csv(index=False).encode())
@@ -215,12 +215,3 @@ class AuditResult:
         from .export.report import write_report
 
         return write_report(self, path, **kwargs)
-
-
-def _pickle_bytes(df: pd.DataFrame) -> bytes:
-    import io
-    import pickle
-
-    bio = io.BytesIO()
-    pickle.dump(df, bio, protocol=pickle.HIGHEST_PROTOCOL)
-    return bio.getvalue()
