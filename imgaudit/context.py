@@ -55,7 +55,7 @@ class AuditContext:
 
     @property
     def paths(self) -> pd.Index:
-        return self.imageset.table.index
+        return self.imageset.paths
 
     @property
     def labels(self) -> pd.Series | None:

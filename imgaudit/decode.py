@@ -75,6 +75,11 @@ RECORD_COLUMNS: tuple[str, ...] = PROPERTY_COLUMNS + STAT_COLUMNS
 _INT_COLUMNS = ("width", "height", "channels", "file_size", "exif_orientation", "decoded_width", "decoded_height")
 
 
+def thumb_namespace(size: int) -> str:
+    """Cache namespace of thumbnails of longest side ``size`` (shared with the report)."""
+    return f"thumb-{size}"
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """Everything a record depends on besides the file bytes."""
@@ -99,7 +104,7 @@ class DecodeOptions:
                                   sorted(self.hash_kinds), self.thumbnail_size)[:16]  # fmt: skip
 
     def thumb_namespace(self) -> str:
-        return f"thumb-{self.thumbnail_size}"
+        return thumb_namespace(self.thumbnail_size)
 
 
 # -- per-image work (no pandas here: it runs once per image, in worker processes) -----

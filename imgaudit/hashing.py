@@ -166,16 +166,18 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return table[b.view(np.uint8).reshape(*b.shape, 8)].sum(-1)
 
 
-def _dct_lowfreq(gray: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """The 8x8 low-frequency DCT block exactly as ``imagehash.phash`` computes it.
+def _gray(img: Image.Image) -> Image.Image:
+    # compute_hashes converts once and passes the grayscale image to every kind
+    return img if img.mode == "L" else img.convert("L")
 
-    ``box`` crops before resizing (in the same resampling call, so no extra copy).
-    """
+
+def _dct_lowfreq(grids: np.ndarray) -> np.ndarray:
+    """The 8x8 low-frequency DCT block(s) of 32x32 grid(s) ``(..., 32, 32)``, exactly
+    as ``imagehash.phash`` computes it."""
     import scipy.fftpack  # lazily: importing imgaudit should not pay for scipy
 
-    pixels = np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
-    return dct[:_HASH_SIZE, :_HASH_SIZE]
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(grids, axis=-2), axis=-1)
+    return dct[..., :_HASH_SIZE, :_HASH_SIZE]
 
 
 def phash_views(img: Image.Image) -> np.ndarray:
@@ -183,7 +185,7 @@ def phash_views(img: Image.Image) -> np.ndarray:
 
     Column 0 equals ``imagehash.phash(img)`` bit for bit.
     """
-    low = _dct_lowfreq(img.convert("L"))
+    low = _dct_lowfreq(np.asarray(_gray(img).resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS)))
     blocks = np.where(_TRANSPOSED[:, None, None], low.T[None], low[None]) * _SIGNS
     med = np.median(blocks.reshape(len(DIHEDRAL_VIEWS), -1), axis=1)
     return bits_to_uint64(blocks > med[:, None, None])
@@ -191,7 +193,7 @@ def phash_views(img: Image.Image) -> np.ndarray:
 
 def phash_jitter(img: Image.Image) -> np.ndarray:
     """phash of the :data:`JITTER_VIEWS` of an image, ``(8,)`` uint64."""
-    gray = img.convert("L")
+    gray = _gray(img)
     w, h = gray.size
     # work at a short side of 64 (aspect kept, so rotation angles stay true): the
     # views end at 32x32 anyway, and rotating a decode-scale image costs far more
@@ -215,11 +217,9 @@ def phash_jitter(img: Image.Image) -> np.ndarray:
         src = rotated[angle]
         box = (w * border, h * border, w * (1 - border), h * (1 - border)) if border else None
         grids[(border, angle)] = np.asarray(src.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
-    import scipy.fftpack
-
     keys = list(grids)
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.stack([grids[k] for k in keys]), axis=1), axis=2)
-    low = {k: dct[n, :_HASH_SIZE, :_HASH_SIZE] for n, k in enumerate(keys)}
+    dct = _dct_lowfreq(np.stack([grids[k] for k in keys]))
+    low = {k: dct[n] for n, k in enumerate(keys)}
     arr = np.stack([low[(b, a)] * _SIGNS[flip_h] if m else low[(b, a)] for _, b, a, m in JITTER_SPECS])
     med = np.median(arr.reshape(len(arr), -1), axis=1)
     return bits_to_uint64(arr > med[:, None, None])
@@ -227,7 +227,7 @@ def phash_jitter(img: Image.Image) -> np.ndarray:
 
 def _imagehash_kind(fn: Callable[[Image.Image], object]) -> Callable[[Image.Image], np.ndarray]:
     def views(img: Image.Image) -> np.ndarray:
-        gray = img.convert("L")
+        gray = _gray(img)
         out = np.empty(len(DIHEDRAL_VIEWS), dtype=np.uint64)
         for k, name in enumerate(DIHEDRAL_VIEWS):
             h = fn(apply_view(gray, name))

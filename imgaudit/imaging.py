@@ -307,7 +307,7 @@ def _decode_open(im: Image.Image, max_pixels: int, decode_size: int | None) -> L
         )
     mode, fmt = im.mode, im.format
     channels = len(im.getbands())
-    if decode_size and im.format == "JPEG":
+    if decode_size and fmt == "JPEG":
         short = min(full_w, full_h)
         if short > decode_size:
             k = decode_size / short

@@ -345,17 +345,19 @@ def radius_pairs(
         return empty, empty.copy(), empty.copy()
     dihedral = codes.ndim == 2 and codes.shape[1] > 1
     n_views = codes.shape[1] if dihedral else 1
-    q_codes = np.ascontiguousarray(codes[:, 0] if codes.ndim == 2 else codes)
+    db = np.ascontiguousarray(codes[:, 0] if codes.ndim == 2 else codes)  # the identities
+    q_codes = db
     q_ids = np.arange(n, dtype=np.int64)
     self_join = not dihedral
     m = _plan(n * n_views, radius, n)
-    if method == "brute" or (method == "mih" and m is None):
-        m = None if method == "brute" else 4
+    if method == "brute":
+        m = None
+    elif method == "mih" and m is None:
+        m = 4
     if dihedral and m is None:
         # the brute kernel compares identities only: give it every view as a query
         q_codes = np.ascontiguousarray(codes.reshape(-1))
         q_ids = np.repeat(q_ids, n_views)
-    db = np.ascontiguousarray(codes[:, 0] if codes.ndim == 2 else codes)
     old_threads = numba.get_num_threads()
     if n_threads is not None:
         numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]

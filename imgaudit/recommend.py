@@ -259,7 +259,8 @@ def _warnings(issues: pd.DataFrame, info: Mapping[str, Any], size: int, p: Recom
                     f"{len(few)} class(es) have fewer than {p.min_class_images} images "
                     f"({', '.join(map(str, few.index[:5]))}{'...' if len(few) > 5 else ''})"
                 )
-    leaks = _leak_count(issues, info)
+    # the near-duplicate check writes split leaks as their own issue type
+    leaks = _count(issues, "split_leak")
     if leaks:
         out.append(
             f"{leaks} images in validation/test duplicate a training image (split leak): "
@@ -292,21 +293,6 @@ def _warnings(issues: pd.DataFrame, info: Mapping[str, Any], size: int, p: Recom
                 )
                 break
     return out
-
-
-def _leak_count(issues: pd.DataFrame, info: Mapping[str, Any]) -> int:
-    """Images flagged as split leaks by whichever duplicate check ran."""
-    flags = []
-    for check in ("exact_duplicates", "near_duplicates"):
-        for col in (extra_col(check, "leak"), extra_col(check, "split_leak")):
-            if col in issues:
-                flags.append(issues[col].fillna(False).astype(bool))
-    for check in ("split_leak", "leak"):
-        if issue_col(check) in issues:
-            flags.append(issues[issue_col(check)].fillna(False).astype(bool))
-    if not flags:
-        return 0
-    return int(pd.concat(flags, axis=1).any(axis=1).sum())
 
 
 def _render(item: dict[str, Any], aug: dict[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ groups and options: a second audit of the same data trains nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -178,7 +179,6 @@ class OOF:
 def _weights_enum(arch: str) -> Any | None:
     """The ImageNet weights torchvision would use for ``arch``: a checkpoint already in
     the torch hub cache (DEFAULT first, then older versions), else DEFAULT."""
-    import torch
     import torchvision
 
     try:
@@ -186,21 +186,23 @@ def _weights_enum(arch: str) -> Any | None:
     except (ValueError, KeyError, AttributeError):
         return None
     candidates = [enum.DEFAULT, *[w for w in enum if w is not enum.DEFAULT]]
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     for w in candidates:
-        if (checkpoints / Path(w.url).name).is_file():
+        if _checkpoint_path(w).is_file():
             return w
     return enum.DEFAULT
 
 
-def weights_path(arch: str) -> Path | None:
-    """Where torchvision looks for ``arch``'s ImageNet checkpoint (torch hub cache)."""
+def _checkpoint_path(weights: Any) -> Path:
+    """Where the torch hub cache keeps the checkpoint of a torchvision weights enum."""
     import torch
 
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def weights_path(arch: str) -> Path | None:
+    """Where torchvision looks for ``arch``'s ImageNet checkpoint (torch hub cache)."""
     w = _weights_enum(arch)
-    if w is None:
-        return None
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    return None if w is None else _checkpoint_path(w)
 
 
 def resolve_pretrained(arch: str, pretrained: bool | Literal["auto"]) -> bool:
@@ -210,10 +212,8 @@ def resolve_pretrained(arch: str, pretrained: bool | Literal["auto"]) -> bool:
     (imgaudit never downloads); otherwise it warns once per architecture and the
     models train from scratch. ``True`` insists (torchvision may then download).
     """
-    if pretrained is False:
-        return False
-    if pretrained is True:
-        return True
+    if pretrained != "auto":
+        return bool(pretrained)
     path = weights_path(arch)
     if path is not None and path.is_file():
         return True
@@ -471,10 +471,15 @@ class _Predictor:
 
 
 class _FastPredictor(_Predictor):
-    def __init__(self, plan: _Plan, abspaths: list[str], heads: _FastHeads) -> None:
+    def __init__(
+        self, plan: _Plan, abspaths: list[str], heads: _FastHeads,
+        extractor: FeatureExtractor | None = None,
+    ) -> None:
         super().__init__(plan, abspaths)
         self.heads = heads
-        self._extractor: FeatureExtractor | None = None
+        # the backbone that made the embeddings, when this run made them (a cache
+        # restore builds it on the first predict_views call)
+        self._extractor = extractor
 
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
@@ -796,24 +801,29 @@ def compute_oof(ctx: AuditContext) -> OOF:
         return _assemble(plan, abspaths, classes, labels, arrays, meta, blobs, cached=True)
 
     t0 = time.perf_counter()
+    extractor: FeatureExtractor | None = None
     if plan.mode == "fast":
-        arrays, meta, blobs = _run_fast(plan, abspaths, labels, mask, folds, ok, k)
+        extractor = FeatureExtractor(plan.arch, plan.pretrained, plan.seed)
+        arrays, meta, blobs = _run_fast(plan, abspaths, labels, mask, folds, ok, k, extractor)
     else:
         arrays, meta, blobs = _run_finetune(plan, abspaths, labels, mask, folds, ok, classes)
     meta["seconds"] = round(time.perf_counter() - t0, 3)
     if ctx.cache is not None:
         ctx.cache.put(CACHE_NS, key, _pack(arrays, meta, blobs))
-    return _assemble(plan, abspaths, classes, labels, arrays, meta, blobs, cached=False)
+    return _assemble(
+        plan, abspaths, classes, labels, arrays, meta, blobs, cached=False, extractor=extractor
+    )
 
 
 def _assemble(
     plan: _Plan, abspaths: list[str], classes: list[str], labels: np.ndarray,
     arrays: dict[str, np.ndarray], meta: dict[str, Any], blobs: dict[str, bytes], cached: bool,
+    extractor: FeatureExtractor | None = None,
 ) -> OOF:
     mask = arrays["mask"].astype(bool)
     predictor: _Predictor | None = None
     if plan.mode == "fast" and "heads" in blobs:
-        predictor = _FastPredictor(plan, abspaths, _FastHeads.from_bytes(blobs["heads"]))
+        predictor = _FastPredictor(plan, abspaths, _FastHeads.from_bytes(blobs["heads"]), extractor)
     elif plan.mode == "finetune" and mask.any():
         states = [blobs[f"fold{f}"] for f in range(int(meta["n_folds"]))]
         predictor = _FinetunePredictor(plan, abspaths, states, len(classes))
@@ -885,11 +895,10 @@ def _fit_heads(
 
 def _run_fast(
     plan: _Plan, abspaths: list[str], labels: np.ndarray, mask: np.ndarray, folds: np.ndarray,
-    ok: np.ndarray, k: int,
+    ok: np.ndarray, k: int, extractor: FeatureExtractor,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, bytes]]:
     n = len(abspaths)
     readable = np.flatnonzero(ok)
-    extractor = FeatureExtractor(plan.arch, plan.pretrained, plan.seed)
     raw = _extract(plan, abspaths, readable, extractor, "embeddings")
     n_folds = int(folds.max()) + 1 if mask.any() else 0
     probs = np.full((n, k), np.nan)
@@ -920,12 +929,12 @@ def _run_finetune(
     # embeddings for the outlier check come from the frozen backbone: one space for
     # all images (each fold model has its own feature space)
     readable = np.flatnonzero(ok)
-    fast = _Plan(**{**plan.__dict__, "size": max(plan.size, FAST_MIN_SIZE)})
+    fast = dataclasses.replace(plan, size=max(plan.size, FAST_MIN_SIZE))
     extractor = FeatureExtractor(plan.arch, plan.pretrained, plan.seed)
     embeddings = np.full((n, 0), np.nan)
     if len(readable) >= 2:
         raw = _extract(fast, abspaths, readable, extractor, "embeddings")
-        heads, emb = _fit_heads(raw, readable, labels, np.zeros(n, bool), folds, 0, plan.seed, False)
+        _, emb = _fit_heads(raw, readable, labels, np.zeros(n, bool), folds, 0, plan.seed, False)
         embeddings = np.full((n, emb.shape[1]), np.nan)
         embeddings[readable] = emb
     del extractor

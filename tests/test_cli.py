@@ -20,6 +20,12 @@ from imgaudit.result import AuditResult
 FAST_CHECKS = "unreadable,low_resolution,dark"
 
 
+def fast_audit(root: Path, out: Path, *extra: str) -> list[str]:
+    """``imgaudit audit`` arguments for a quick run of FAST_CHECKS at 64 px, no report."""
+    return ["audit", str(root), "--out", str(out), "--checks", FAST_CHECKS, "--size", "64",
+            "--no-report", *extra]  # fmt: skip
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -148,22 +154,7 @@ def test_audit_issues_exit_1_and_json(demo_root: Path, tmp_path: Path) -> None:
 def test_fail_on_chooses_issue_types(
     demo_root: Path, tmp_path: Path, fail_on: str, expected: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "audit",
-            str(demo_root),
-            "--out",
-            str(tmp_path / "r"),
-            "--checks",
-            FAST_CHECKS,
-            "--size",
-            "64",
-            "--no-report",
-            "--fail-on",
-            fail_on,
-            "--json",
-        ]
-    )
+    code = main(fast_audit(demo_root, tmp_path / "r", "--fail-on", fail_on, "--json"))
     payload = json.loads(capsys.readouterr().out)
     assert payload["issues"]["dark"] == 0  # the digits are dark ink on white paper
     assert code == expected == payload["exit_code"]
@@ -173,19 +164,7 @@ def test_fail_on_chooses_issue_types(
 def test_audit_prints_summary_table(
     demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main(
-        [
-            "audit",
-            str(demo_root),
-            "--out",
-            str(tmp_path / "r"),
-            "--checks",
-            FAST_CHECKS,
-            "--size",
-            "64",
-            "--no-report",
-        ]
-    )
+    main(fast_audit(demo_root, tmp_path / "r"))
     out = capsys.readouterr().out
     assert "issue type" in out and "unreadable" in out and "low_resolution" in out
     assert f"result: {tmp_path / 'r'}" in out
@@ -243,23 +222,7 @@ def test_labels_csv_and_check_options(
 @pytest.fixture(scope="module")
 def saved(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("saved") / "res"
-    assert (
-        main(
-            [
-                "audit",
-                str(demo_root),
-                "--out",
-                str(out),
-                "--checks",
-                FAST_CHECKS,
-                "--size",
-                "64",
-                "--no-report",
-                "-q",
-            ]
-        )
-        == 1
-    )
+    assert main(fast_audit(demo_root, out, "-q")) == 1
     return out
 
 

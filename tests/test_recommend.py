@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imgaudit.columns import extra_col, issue_col
+from imgaudit.columns import issue_col
 from imgaudit.recommend import RecommendParams, recommend
 
 
@@ -125,8 +125,8 @@ def test_warnings_from_issue_columns():
     df.iloc[5:12, df.columns.get_loc(issue_col("label"))] = True
     df[issue_col("rotation")] = flags.copy()
     df.iloc[20:23, df.columns.get_loc(issue_col("rotation"))] = True
-    df[extra_col("exact_duplicates", "leak")] = flags.copy()
-    df.iloc[30:34, df.columns.get_loc(extra_col("exact_duplicates", "leak"))] = True
+    df[issue_col("split_leak")] = flags.copy()
+    df.iloc[30:34, df.columns.get_loc(issue_col("split_leak"))] = True
     info = rotation_info(**UPRIGHT)
     info["rotation"]["pairs"] = {"rot180": [{"from": "6", "to": "9", "count": 40, "fraction": 0.8}]}
     w = recommend(df, info, {"size": 224}, RecommendParams(imbalance_ratio=5))["warnings"]

@@ -291,9 +291,8 @@ class ExactDuplicates(_DuplicateCheck):
         i, j = self._exact_pairs(records, ok)
         n = len(records)
         groups = make_groups(components(n, i, j), _areas(records), ctx.paths.to_numpy(dtype=str))
-        zeros = np.zeros(n)
         nearest = np.where(groups.group >= 0, 0.0, np.inf)
-        frame = self._base_frame(ctx, groups, nearest, zeros.astype(np.int64), 1.0)
+        frame = self._base_frame(ctx, groups, nearest, np.zeros(n, dtype=np.int64), 1.0)
         self.info = self._group_info(ctx, groups)
         return frame
 
@@ -476,12 +475,28 @@ def _group_table(groups: Groups, values: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"row": members, "group": groups.group[members], "value": values[members]})
 
 
+def _no_issues(n: int, what: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Flags all False, scores all 1 and empty ``<what>s`` info: the start of a group issue."""
+    return np.zeros(n, dtype=bool), np.ones(n), {f"{what}s": [], f"num_{what}s": 0, f"num_{what}_images": 0}
+
+
+def _group_listing(
+    ctx: AuditContext, groups: Groups, gids: np.ndarray, key: str, values: np.ndarray
+) -> list[dict[str, Any]]:
+    """``info`` entries of the given groups: their paths and each member's ``values``."""
+    paths = ctx.paths.to_numpy(dtype=object)
+    listing = []
+    for g in gids:
+        m = groups.members[int(g)]
+        listing.append(
+            {"group": int(g), "paths": [str(x) for x in paths[m]], key: [None if v is None else str(v) for v in values[m]]}
+        )
+    return listing
+
+
 def _label_conflicts(ctx: AuditContext, groups: Groups) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    n = len(ctx.paths)
-    flag = np.zeros(n, dtype=bool)
-    score = np.ones(n)
+    flag, score, info = _no_issues(len(ctx.paths), "label_conflict")
     labels = ctx.labels
-    info: dict[str, Any] = {"label_conflicts": [], "num_label_conflicts": 0, "num_label_conflict_images": 0}
     if labels is None or groups.n_groups == 0:
         return flag, score, info
     lab = labels.to_numpy(dtype=object)
@@ -502,13 +517,7 @@ def _label_conflicts(ctx: AuditContext, groups: Groups) -> tuple[np.ndarray, np.
     rows = tb["row"].to_numpy()
     flag[rows] = True
     score[rows] = share
-    paths = ctx.paths.to_numpy(dtype=object)
-    conflicts = []
-    for g in bad:
-        m = groups.members[int(g)]
-        conflicts.append(
-            {"group": int(g), "paths": [str(x) for x in paths[m]], "labels": [None if v is None else str(v) for v in lab[m]]}
-        )
+    conflicts = _group_listing(ctx, groups, bad, "labels", lab)
     info.update(
         {"label_conflicts": conflicts, "num_label_conflicts": len(conflicts), "num_label_conflict_images": int(flag.sum())}
     )
@@ -519,10 +528,8 @@ def _split_leaks(
     ctx: AuditContext, groups: Groups, i: np.ndarray, j: np.ndarray, d: np.ndarray, scale: float
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     n = len(ctx.paths)
-    flag = np.zeros(n, dtype=bool)
-    score = np.ones(n)
+    flag, score, info = _no_issues(n, "split_leak")
     splits = ctx.splits
-    info: dict[str, Any] = {"split_leaks": [], "num_split_leaks": 0, "num_split_leak_images": 0}
     if splits is None or groups.n_groups == 0:
         return flag, score, info
     sp = splits.to_numpy(dtype=object)
@@ -545,13 +552,7 @@ def _split_leaks(
         np.minimum.at(best, a[sel], d[sel].astype(float))
     s = np.where(np.isfinite(best[leak_rows]), best[leak_rows], scale - 1) / scale
     score[leak_rows] = np.clip(s, 0.0, 1.0)
-    paths = ctx.paths.to_numpy(dtype=object)
-    leaks = []
-    for gid in np.unique(g[leak_rows]):
-        m = groups.members[int(gid)]
-        leaks.append(
-            {"group": int(gid), "paths": [str(x) for x in paths[m]], "splits": [None if v is None else str(v) for v in sp[m]]}
-        )
+    leaks = _group_listing(ctx, groups, np.unique(g[leak_rows]), "splits", sp)
     info.update({"split_leaks": leaks, "num_split_leaks": len(leaks), "num_split_leak_images": int(len(leak_rows))})
     return flag, score, info
 

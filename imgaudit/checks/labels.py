@@ -86,11 +86,11 @@ class LabelCheck(Check):
         oof = ctx.oof
         classes = list(oof.classes)
         mask = oof.mask
-        present = np.unique(oof.labels[mask]) if mask.any() else np.array([], dtype=int)
-        if len(present) < 2:
-            raise SkipCheck("fewer than 2 classes among the readable labeled images")
         labels = oof.labels[mask]
-        probs = np.clip(oof.probs[mask], 0.0, 1.0)
+        if len(np.unique(labels)) < 2:
+            raise SkipCheck("fewer than 2 classes among the readable labeled images")
+        oof_probs = oof.probs[mask]
+        probs = np.clip(oof_probs, 0.0, 1.0)
         probs = probs / probs.sum(axis=1, keepdims=True)
         p = self.params
 
@@ -108,11 +108,11 @@ class LabelCheck(Check):
         issue[mask] = is_issue
         score = np.full(n, np.nan)
         score[mask] = clip01(scores)
-        best = np.argmax(np.nan_to_num(oof.probs[mask], nan=-1.0), axis=1)
+        best = np.argmax(np.nan_to_num(oof_probs, nan=-1.0), axis=1)
         suggested = np.full(n, None, dtype=object)
         suggested[mask] = [classes[i] for i in best]
         confidence = np.full(n, np.nan)
-        confidence[mask] = oof.probs[mask][np.arange(len(best)), best]
+        confidence[mask] = oof_probs[np.arange(len(best)), best]
 
         self.info = {
             "mode": oof.mode,

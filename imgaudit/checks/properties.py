@@ -239,7 +239,7 @@ class Grayscale(Check):
         if share > self.params.max_share:
             # a grey dataset: grey is the norm, not an issue (scores still rank colourfulness)
             issue = np.zeros_like(issue)
-        return _frame(ctx, self.name, issue, _ratio_score(chroma, self.params.max_chroma), _ok(rec))
+        return _frame(ctx, self.name, issue, _ratio_score(chroma, self.params.max_chroma), ok)
 
 
 class Dark(Check):
@@ -431,7 +431,7 @@ def properties_info(records: pd.DataFrame, labels: pd.Series | None, size: int) 
     >>> info = properties_info(ctx.records, ctx.labels, 224)  # doctest: +SKIP
     >>> info["short_side"]["counts"]  # doctest: +SKIP
     """
-    ok = records["ok"].to_numpy(dtype=bool)
+    ok = _ok(records)
     w = records["width"].to_numpy(float)
     h = records["height"].to_numpy(float)
     short = np.minimum(w, h)
@@ -453,10 +453,11 @@ def properties_info(records: pd.DataFrame, labels: pd.Series | None, size: int) 
         return out
     lab = labels.reindex(records.index)
     has = lab.notna().to_numpy()
+    lab_str = lab.astype(str).to_numpy()
     per_class: dict[str, Any] = {}
     counts: dict[str, int] = {}
-    for cls in sorted(lab[has].astype(str).unique()):
-        m = (lab.astype(str) == cls).to_numpy() & has
+    for cls in sorted(set(lab_str[has])):
+        m = (lab_str == cls) & has
         mo = m & ok
         counts[cls] = int(m.sum())
         per_class[cls] = {

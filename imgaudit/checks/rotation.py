@@ -457,7 +457,6 @@ def orientation_posterior(
     n = labels.shape[0]
     ok = (folds >= 0) & np.all([np.isfinite(xi).all(axis=1) for xi in x], axis=0)
     out = np.full((n, 4), np.nan)
-    rows = np.arange(n)
     for f in np.unique(folds[ok]):
         train, test = ok & (folds != f), ok & (folds == f)
         if train.sum() < 2 or not test.any():
@@ -477,7 +476,7 @@ def orientation_posterior(
             for s in range(4):
                 # the view that uprights orientation s rotates by 360 - 90 s: index (4 - s) % 4
                 upright = x[(4 - s) % 4][test]
-                ll[has, s] += label_weight * upright[rows[: int(test.sum())][has], y[has]]
+                ll[has, s] += label_weight * upright[has, y[has]]
         ll -= ll.max(axis=1, keepdims=True)
         p = np.exp(ll)
         out[test] = p / p.sum(axis=1, keepdims=True)
@@ -606,8 +605,10 @@ class RotationCheck(Check):
                 "(verdict 'unclear')",
                 stacklevel=2,
             )
-        views = make_views(p.small_angles)
-        view_probs = oof.predict_views(views, progress=ctx.config.progress)
+        # the identity view is what the fold models already predicted (oof.probs): only
+        # the other views need a forward pass
+        views = {k: f for k, f in make_views(p.small_angles).items() if k != IDENTITY}
+        view_probs = {IDENTITY: oof.probs, **oof.predict_views(views, progress=ctx.config.progress)}
         stats = probe_statistics(view_probs, oof.labels, oof.classes, p, trained)
         self.info.update(stats)
 

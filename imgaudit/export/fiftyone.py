@@ -155,8 +155,9 @@ def _fingerprint(result: Any) -> str:
     return h.hexdigest()
 
 
-def _build_samples(result: Any) -> tuple[list[Any], dict[str, int]]:
-    """Samples for every row of ``result.issues`` and the number flagged per issue type."""
+def _build_samples(result: Any) -> tuple[list[Any], dict[str, int], list[str]]:
+    """Samples for every row of ``result.issues``, the number flagged per issue type and
+    the duplicate checks (see :func:`imgaudit.export.duplicate_checks`)."""
     fo = _fo()
     issues: pd.DataFrame = result.issues
     types = issue_types(result)
@@ -223,7 +224,7 @@ def _build_samples(result: Any) -> tuple[list[Any], dict[str, int]]:
             if values[i] is not None:
                 sample[name] = values[i]
         samples.append(sample)
-    return samples, counts
+    return samples, counts, dups
 
 
 def _save_views(ds: Any, counts: dict[str, int], dups: list[str]) -> list[str]:
@@ -327,14 +328,13 @@ def to_fiftyone(
     if exists and keep_tags:
         carried = _reviewer_state(fo.load_dataset(name))
 
-    samples, counts = _build_samples(result)
+    samples, counts, dups = _build_samples(result)
     tmp_name = f"{name}.imgaudit-tmp-{os.getpid()}-{time.monotonic_ns()}"
     ds = fo.Dataset(tmp_name)
     try:
         ds.add_samples(samples, progress=False)
         if carried:
             _apply_reviewer_state(ds, carried)
-        dups = duplicate_checks(result.issues, issue_types(result))
         views = _save_views(ds, counts, dups)
         summary = getattr(result, "summary", None)
         ds.info[INFO_KEY] = jsonable(

@@ -39,6 +39,7 @@ import pandas as pd
 from .. import __version__
 from .._io import atomic_write
 from ..columns import extra_col, issue_col, score_col
+from ..decode import _thumbnail_bytes, thumb_namespace
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -47,15 +48,6 @@ if TYPE_CHECKING:
     from ..result import AuditResult
 
 logger = logging.getLogger(__name__)
-
-
-def thumb_namespace(size: int) -> str:
-    """Cache namespace of thumbnails of longest side ``size``.
-
-    The same as :meth:`imgaudit.decode.DecodeOptions.thumb_namespace`, so that the
-    thumbnails the decode pass cached are the ones the report embeds.
-    """
-    return f"thumb-{int(size)}"
 
 
 #: what each known issue type means, shown above its gallery
@@ -303,9 +295,9 @@ class ThumbnailStore:
         except UnreadableImage as err:  # the tile says why instead of showing a picture
             self._reason[path] = err.reason
             return None
-        img.thumbnail((self.size, self.size))
         self.made += 1
-        return _encode_image(img)[0]
+        # made as the decode pass makes them: both go into the same cache namespace
+        return _thumbnail_bytes(img, self.size)
 
     def image(self, path: str) -> Image.Image | None:
         from PIL import Image
@@ -744,10 +736,9 @@ class _Report:
         valid = groups.notna()
         if pd.api.types.is_numeric_dtype(groups):
             valid &= groups.astype(float) >= 0
-        flagged_groups = pd.unique(groups.loc[sub.index][valid.loc[sub.index]])
         # worst group first: the group of the worst-scored flagged member
-        members = self.df[valid & groups.isin(flagged_groups)]
         order = list(dict.fromkeys(groups.loc[sub.index][valid.loc[sub.index]]))
+        members = self.df[valid & groups.isin(order)]
         by_group = {g: idx for g, idx in members.groupby(gcol, sort=False).groups.items()}
         keep = self.df[kcol] if kcol in self.df.columns else None
         split = self.col("split")
