@@ -12,8 +12,9 @@ section). Builds everything it needs under ``.bench/duplicates`` from real photo
    ``PHash().find_duplicates(max_distance_threshold=10)`` and a plain
    imagehash-phash loop (all pairs within 10 bits). Also the distance
    distributions the default radius was chosen from.
-2. hashing speed: images/s of imgaudit's shared decode pass (which computes the
-   8-view hashes) on >= 2,000 ~1024 px JPEGs vs ``imagehash.phash(Image.open(p))``.
+2. hashing speed: images/s of imgaudit's shared decode pass as ``audit()`` runs it
+   (default hash kinds, statistics, thumbnails, a cold on-disk cache) on >= 2,000
+   ~1024 px JPEGs vs ``imagehash.phash(Image.open(p))`` (timed before and after).
 3. search: 10^5 and 10^6 random 64-bit codes with 10^4 planted pairs (1..8 bits
    apart), radius 8: time, peak memory, exactness against brute force on a sample,
    numpy brute force and faiss baselines at 10^5.
@@ -257,7 +258,14 @@ def run_imgaudit(folder: Path, cache: Path, **check_options: object) -> tuple[se
 
 
 def run_imagededup(folder: Path) -> tuple[set[tuple[str, str]], float]:
+    import logging
+
     from imagededup.methods import PHash
+
+    # its INFO lines would interleave the table (each module's logger has its own level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("imagededup"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     t = time.perf_counter()
     dups = PHash(verbose=False).find_duplicates(image_dir=folder, max_distance_threshold=10)
@@ -325,11 +333,13 @@ def section_quality(with_embeddings: bool) -> None:
     head = f"{'method':34s} {'pairs':>6s} {'prec':5s} {'rec':5s} {'f1':5s} {'wall_s':>7s}  " + " ".join(TRANSFORMS)
     print(head)
     pred, wall, info = run_imgaudit(folder, cache)
-    print(fmt_row(f"imgaudit defaults (r={info['radius']})", score(pred, truth), wall) + "  [cold cache: decode+hash+search]")
+    res = score(pred, truth)
+    print(fmt_row(f"imgaudit defaults (r={info['radius']})", res, wall) + "  [cold cache: decode+hash+search]")
     rows = []
     for opts in (
-        {"radius": 8}, {"radius": 8, "min_support": 0.5}, {"min_support": 0}, {"jitter": False},
-        {"jitter": False, "orientation_robust": False},
+        {"radius": 8}, {"verify_radius": 10}, {"center": False}, {"center": False, "verify_radius": 10},
+        {"center": False, "radius": 8}, {"min_support": 0}, {"jitter": False},
+        {"jitter": False, "center": False, "orientation_robust": False},
     ):  # fmt: skip
         p, w, _ = run_imgaudit(folder, cache, **opts)
         rows.append(fmt_row("imgaudit " + ",".join(f"{k}={v}" for k, v in opts.items()), score(p, truth), w) + "  [warm cache]")
@@ -339,6 +349,7 @@ def section_quality(with_embeddings: bool) -> None:
     print(fmt_row("imagehash.phash loop (r=10)", score(pred_h, truth), wall_h))
     print("-- ablations (same files; cache warm, so wall = check only) --")
     print("\n".join(rows))
+    print(targets_line(res))
     if with_embeddings:
         grid = [0.85, 0.9, 0.95]
         emb_pairs, emb_s = embedding_run(folder, grid)
@@ -356,6 +367,19 @@ def section_quality(with_embeddings: bool) -> None:
     for name, pr in (("imgaudit defaults", p2), ("imagededup PHash(max_dist=10)", dd2), ("imagehash.phash loop (r=10)", ph2)):
         r = recall_by_kind(pr, truth2, OFFGRID)
         print(f"{name:34s} " + " ".join(f"{r[k]:12.2f}" for k in OFFGRID))
+
+
+def targets_line(r: dict[str, float]) -> str:
+    """The issue's acceptance targets at imgaudit's defaults, checked on measured numbers."""
+    strict = ["resize50", "jpeg30", "bright25", "blur1", "gray", "watermark", "hflip", "rot90"]
+    loose = ["crop5", "rot5"]
+    missed = [k for k in strict if r[k] < 0.97] + [k for k in loose if r[k] < 0.85]
+    ok = r["precision"] >= 0.99 and r["f1"] >= 0.95 and not missed
+    return (
+        f"targets at defaults: precision {r['precision']:.3f} (>= 0.99), F1 {r['f1']:.3f} (>= 0.95), "
+        f"recall >= 0.97 on {', '.join(strict)} and >= 0.85 on {', '.join(loose)}: "
+        + ("MET" if ok else f"MISSED ({', '.join(missed) or 'precision/F1'})")
+    )
 
 
 def _components_of(pairs: set[tuple[str, str]]) -> list[list[str]]:
@@ -398,30 +422,67 @@ def build_speed_set(n: int, seed: int = 0) -> Path:
     return out
 
 
-def section_speed(n: int) -> None:
-    import imagehash
-
+def _timed_pass(folder: Path, **options: object) -> tuple[float, int, dict[str, int]]:
+    """images/s of imgaudit's shared decode pass as ``audit()`` runs it: the image
+    table loaded from the folder, then :func:`imgaudit.decode.run_decode_pass` with
+    the audit's config (default hash kinds, statistics, thumbnails) and a fresh
+    on-disk cache (a first audit writes every record and thumbnail to it)."""
     from imgaudit import load_images
+    from imgaudit.cache import Cache
     from imgaudit.config import AuditConfig
     from imgaudit.decode import run_decode_pass
 
-    print(f"== 2. hashing speed: {n} ~1024px JPEGs, {os.cpu_count()} cores ==")
+    cache_dir = BENCH / "speed_cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    t = time.perf_counter()
+    cfg = AuditConfig(progress=False, cache_dir=cache_dir, **options)  # type: ignore[arg-type]
+    cache = Cache(cache_dir)
+    out = run_decode_pass(load_images(folder), cfg, cache)
+    cache.close()
+    wall = time.perf_counter() - t
+    return len(out.records) / wall, int(out.records["ok"].sum()), out.stats
+
+
+def section_speed(n: int) -> None:
+    import imagehash
+
+    from imgaudit.config import AuditConfig
+
+    load = os.getloadavg()
+    print(f"== 2. hashing speed: {n} ~1024px JPEGs, {os.cpu_count()} cores, load average at start "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ==")  # fmt: skip
     folder = build_speed_set(n)
     files = sorted(folder.glob("*.jpg"))
-    t = time.perf_counter()
-    for p in files:
-        imagehash.phash(Image.open(p))
-    loop = n / (time.perf_counter() - t)
-    print(f"plain imagehash.phash(Image.open(p)) loop: {loop:7.1f} images/s")
-    imageset = load_images(folder)
-    for kinds in (("phash", "phash_jitter"), ("phash",)):
-        cfg = AuditConfig(hash_kinds=kinds, progress=False, cache_dir=False)
+    for p in files:  # the page cache is warm for every contender
+        p.read_bytes()
+
+    def loop_rate() -> float:
         t = time.perf_counter()
-        out = run_decode_pass(imageset, cfg, None)
-        rate = n / (time.perf_counter() - t)
-        ok = int(out.records["ok"].sum())
-        print(f"imgaudit decode pass, hash_kinds={kinds}: {rate:7.1f} images/s "
-              f"({rate / loop:.1f}x the loop; {ok}/{n} ok; also computes stats + thumbnails)")  # fmt: skip
+        for p in files:
+            imagehash.phash(Image.open(p))
+        return n / (time.perf_counter() - t)
+
+    # one-time imports are outside the timings on both sides, as `import imagehash`
+    # (and the scipy it loads) is for the loop: a pass over 40 other files loads
+    # numba's compiled kernels and scipy's DCT once
+    _timed_pass(build_speed_set(40, seed=1))
+    # the loop runs before and after imgaudit's passes: a load change in between
+    # shows as two different loop rates, and the ratio uses their mean
+    loop1 = loop_rate()
+    defaults = AuditConfig()
+    rate, ok, stats = _timed_pass(folder)
+    rate_phash, _, _ = _timed_pass(folder, hash_kinds=("phash",))
+    rate_128, _, _ = _timed_pass(folder, decode_size=128)
+    loop2 = loop_rate()
+    loop = (loop1 + loop2) / 2
+    print(f"plain imagehash.phash(Image.open(p)) loop: {loop1:7.1f} images/s before, {loop2:7.1f} after (mean {loop:.1f})")
+    print(f"imgaudit decode pass as audit() runs it (hash_kinds={defaults.hash_kinds}, decode_size="
+          f"{defaults.decode_size}, stats + {defaults.thumbnail_size}px thumbnails, cold on-disk cache, "
+          f"{defaults.workers()} workers): {rate:7.1f} images/s = {rate / loop:.1f}x the loop "
+          f"({ok}/{n} ok, {stats['decoded']} decoded) -> target >= 5x "
+          + ("MET" if rate / loop >= 5 else "MISSED"))  # fmt: skip
+    print(f"  same, hash_kinds=('phash',): {rate_phash:7.1f} images/s = {rate_phash / loop:.1f}x")
+    print(f"  same, decode_size=128 (the previous default): {rate_128:7.1f} images/s = {rate_128 / loop:.1f}x")
 
 
 # -- 3. search scale -----------------------------------------------------------------------

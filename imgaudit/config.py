@@ -53,9 +53,13 @@ class AuditConfig:
         Seed for folds, training and sampling.
     decode_size
         Target short side for the shared decode pass (JPEG draft mode decodes at
-        the smallest power-of-two scale that is still at least this big). 128 is
-        what the statistics (computed at a 128 px short side), the 32x32 hashes and
-        the thumbnails need; a larger value only costs decode time.
+        the smallest power-of-two scale that is still at least this big; other
+        formats are box-reduced by an integer factor to at least this). 64 is what
+        the sharpness statistic (computed at a 64 px short side), the 32x32 hashes
+        and 128 px thumbnails of ~1024 px photos need (a 1024x768 JPEG decodes at
+        1/8, 128x96); a larger value only costs decode time (128, the former
+        default, decodes such photos at 1/4: ~35% more time per image in
+        ``benchmarks/duplicates.py``).
     thumbnail_size
         Longest side of the cached thumbnails used by reports and galleries.
     max_pixels
@@ -64,12 +68,19 @@ class AuditConfig:
     hash_kinds
         Perceptual hashes computed in the decode pass (``phash``, ``dhash``,
         ``whash``, ``ahash``; ``phash_jitter`` adds phashes of 5%-cropped and
-        +-5-degree-rotated views, which is what catches small crops and rotations).
+        +-5-degree-rotated views, which is what catches small crops and rotations;
+        ``phash_center`` the phash of the middle 70%, which catches copies with a
+        watermark or logo near the edge).
     label_mode
         ``"fast"``: one pass of a frozen pretrained backbone to embeddings, then
         K-fold linear heads. ``"finetune"``: K fastai ``vision_learner`` fits.
     n_folds, arch, train_size, epochs, batch_size, lr, pretrained
         Out-of-fold training options (see :mod:`imgaudit.training`).
+    finetune_ensemble
+        ``"finetune"`` mode only: average the fine-tuned models' out-of-fold
+        probabilities with the fast mode's linear heads (fitted on the same folds
+        from the frozen features it computes anyway for the embeddings). Better
+        calibrated than either alone; ``False`` gives the fine-tuned models' own.
     pred_probs, features
         User-supplied out-of-sample predicted probabilities (N x K, rows in the
         order of the image table, columns in sorted class order) and optional
@@ -84,10 +95,10 @@ class AuditConfig:
     progress: bool = True
     seed: int = 0
     # shared decode pass
-    decode_size: int = 128
+    decode_size: int = 64
     thumbnail_size: int = 128
     max_pixels: int = 89_478_485
-    hash_kinds: tuple[str, ...] = ("phash", "phash_jitter")
+    hash_kinds: tuple[str, ...] = ("phash", "phash_jitter", "phash_center")
     # out-of-fold predictions
     label_mode: Literal["fast", "finetune"] = "fast"
     n_folds: int = 5
@@ -97,6 +108,7 @@ class AuditConfig:
     batch_size: int = 64
     lr: float | None = None
     pretrained: bool | Literal["auto"] = "auto"
+    finetune_ensemble: bool = True
     pred_probs: np.ndarray | None = field(default=None, repr=False)
     features: np.ndarray | None = field(default=None, repr=False)
 

@@ -8,10 +8,26 @@ For each image of the table the pass reads the file once and computes
 - properties: ``width``, ``height`` (full size, as displayed), ``mode``,
   ``channels``, ``format``, ``file_size``, ``exif_orientation``,
   ``decoded_width``, ``decoded_height``;
-- the statistics the property checks read (:data:`STAT_COLUMNS`), on the image
-  resized to a short side of :data:`STAT_SIDE` pixels (never upsampled);
-- perceptual hashes of the 8 dihedral views (:func:`imgaudit.hashing.compute_hashes`);
-- a JPEG thumbnail (longest side ``config.thumbnail_size``).
+- the statistics the property checks read (:data:`STAT_COLUMNS`): histogram
+  statistics at decode scale, sharpness at a short side of :data:`STAT_SIDE`
+  pixels (never upsampled);
+- perceptual hashes of the 8 dihedral views (and phash's jitter and centre views)
+  and phash's real-valued low-frequency DCT block
+  (:func:`imgaudit.hashing.hash_image`, the block in :attr:`DecodeOutput.features`),
+  of the decoded image box-reduced to a 32..63 px short side (:func:`_hash_input`);
+- a JPEG thumbnail (longest side ``config.thumbnail_size``, or the decoded size
+  when that is smaller: the decode scale is chosen for it, see
+  :attr:`imgaudit.config.AuditConfig.decode_size`).
+
+What it costs per image, and why it is shaped this way: JPEGs are decoded in
+``draft`` mode at the smallest 1/2..1/8 scale that keeps ``decode_size`` pixels
+on the short side (1/8 for ~1024 px photos: entropy decoding is then most of the
+pass); one grayscale conversion feeds the statistics and every hash; phash's 32x32
+grid feeds its 8 dihedral views, its 8 jitter views, its centre views and the DCT
+feature (in one compiled call); the statistics are one compiled call too
+(:mod:`imgaudit._kernels`); the thumbnail is the decoded image itself when it is
+already small enough. Worker processes freeze the heap they inherit from the
+parent, so the garbage collector does not walk it for every few hundred images.
 
 Work is spread over processes in chunks (``config.workers()``, resolved at call
 time; 0 or 1 runs in-process) with a progress bar. The per-image work touches no
@@ -26,6 +42,7 @@ are NaN there.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -54,9 +71,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: bump when the content of a record changes, so old cache entries are not reused
-RECORD_VERSION = 1
-#: short side (pixels) of the image the statistics are computed on
-STAT_SIDE = 128
+RECORD_VERSION = 3
+#: short side (pixels) of the image the sharpness statistic is computed on: a fixed
+#: scale, so that it does not depend on the file's resolution (equal to the default
+#: ``decode_size``, so a large JPEG needs no extra resize beyond the draft decode)
+STAT_SIDE = 64
+#: short side (pixels) at or above which the decode pass hashes a reduced image (:func:`_hash_input`)
+HASH_SIDE = 32
 #: JPEG quality of cached thumbnails
 THUMB_QUALITY = 85
 #: cache writes are flushed every this many decoded images (an interrupted run resumes)
@@ -100,7 +121,7 @@ class DecodeOptions:
 
     def namespace(self) -> str:
         """Cache namespace of records decoded with these options."""
-        return "decode-" + key_of(RECORD_VERSION, STAT_SIDE, self.decode_size, self.max_pixels,
+        return "decode-" + key_of(RECORD_VERSION, STAT_SIDE, HASH_SIDE, self.decode_size, self.max_pixels,
                                   sorted(self.hash_kinds), self.thumbnail_size)[:16]  # fmt: skip
 
     def thumb_namespace(self) -> str:
@@ -110,55 +131,60 @@ class DecodeOptions:
 # -- per-image work (no pandas here: it runs once per image, in worker processes) -----
 
 
-def image_stats(img: Image.Image) -> dict[str, float]:
+def image_stats(img: Image.Image, gray: Image.Image | None = None, rgb: np.ndarray | None = None) -> dict[str, float]:
     """Statistics of an RGB image used by the property checks.
 
-    Computed on the image resized (box filter: area average, the cheapest
-    antialiased downscale) to a short side of :data:`STAT_SIDE`, so that they do
-    not depend on the file's resolution. Percentiles come from 256-bin histograms
-    (no sorting); per-pixel channel extremes use elementwise max/min over the three
-    channel planes (a reduction over a length-3 axis is ~15x slower in numpy).
+    Histogram statistics (brightness mean and percentiles, grey-level standard
+    deviation and entropy, chroma mean and 99th percentile) are computed on the
+    image as given (the decode pass gives it at decode scale; a histogram barely
+    depends on the scale). ``sharpness`` (std of the 4-neighbour Laplacian over
+    the grey std) does depend on the scale, so it is computed on the grey image
+    resized (box filter: area average) to a short side of :data:`STAT_SIDE`,
+    never upsampled. Percentiles come from 256-bin histograms (no sorting). The
+    loops are compiled (:mod:`imgaudit._stats_kernel`).
+
+    Parameters
+    ----------
+    img
+        RGB image.
+    gray
+        ``img.convert("L")`` when the caller has it already.
+    rgb
+        ``np.asarray(img)`` when the caller has it already.
     """
-    w, h = img.size
+    from ._kernels import stats_kernel
+
+    if img.mode != "RGB":
+        img, rgb = img.convert("RGB"), None
+    if gray is None:
+        gray = img.convert("L")
+    small = gray
+    w, h = gray.size
     short = min(w, h)
     if short > STAT_SIDE:
         k = STAT_SIDE / short
-        img = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BOX)
-    rgb = np.asarray(img)
-    gray = np.asarray(img.convert("L"))
-    n = gray.size
-    hist = np.bincount(gray.ravel(), minlength=256)
-    cdf = np.cumsum(hist)
-    levels = np.arange(256)
-    p = hist[hist > 0] / n
-    r, g_, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    chroma = np.maximum(np.maximum(r, g_), b) - np.minimum(np.minimum(r, g_), b)
-    chist = np.cumsum(np.bincount(chroma.ravel(), minlength=256))
-    g = gray.astype(np.float32)
-    gstd = float(g.std())
-    if g.shape[0] >= 3 and g.shape[1] >= 3 and gstd > 0:
-        lap = 4.0 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
-        sharpness = float(lap.std()) / gstd
-    else:
-        sharpness = float("nan") if min(g.shape) < 3 else 0.0
-    return {
-        "brightness_mean": float((hist * levels).sum()) / n / 255.0,
-        "brightness_p05": float(np.searchsorted(cdf, 0.05 * n)) / 255.0,
-        "brightness_p99": float(np.searchsorted(cdf, 0.99 * n)) / 255.0,
-        "chroma_mean": float(chroma.mean()) / 255.0,
-        "chroma_p99": float(np.searchsorted(chist, 0.99 * n)) / 255.0,
-        "gray_std": gstd / 255.0,
-        "sharpness": sharpness,
-        "entropy": max(0.0, float(-(p * np.log2(p)).sum()) / 8.0),
-    }
+        small = gray.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BOX)
+    values = stats_kernel(np.asarray(img) if rgb is None else rgb, np.asarray(gray), np.asarray(small))
+    return dict(zip(STAT_COLUMNS, (float(v) for v in values), strict=True))
 
 
 def _thumbnail_bytes(img: Image.Image, size: int) -> bytes:
-    t = img.copy()
-    t.thumbnail((size, size), Image.Resampling.BILINEAR)
+    if max(img.size) > size:
+        # only when the decode left it larger (a non-JPEG, a large decode_size)
+        img = img.copy()
+        img.thumbnail((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
-    t.save(buf, format="JPEG", quality=THUMB_QUALITY)
+    img.save(buf, format="JPEG", quality=THUMB_QUALITY)
     return buf.getvalue()
+
+
+def _hash_input(gray: Image.Image) -> Image.Image:
+    """The image the decode pass hashes: box-reduced by an integer factor to a short
+    side of 32..63 px. phash's 32x32 grid needs no more, and its Lanczos resize is
+    3x cheaper from there than from the 64..127 px decode scale; the hashes are
+    then exactly ``compute_hashes`` (and imagehash) of this reduced image."""
+    factor = min(gray.size) // HASH_SIDE
+    return gray.reduce(factor) if factor >= 2 else gray
 
 
 def _failed(reason: str, **extra: Any) -> dict[str, Any]:
@@ -167,21 +193,32 @@ def _failed(reason: str, **extra: Any) -> dict[str, Any]:
     return rec
 
 
-def analyse_bytes(data: bytes, opts: DecodeOptions) -> tuple[dict[str, Any], dict[str, list[int]], bytes | None]:
-    """Decode one file's bytes: ``(record, {kind: 8 hash ints}, thumbnail JPEG)``."""
-    from .hashing import compute_hashes
+def analyse_bytes(
+    data: bytes, opts: DecodeOptions, sha1: str | None = None
+) -> tuple[dict[str, Any], dict[str, bytes], bytes | None, bytes | None]:
+    """Decode one file's bytes: ``(record, {kind: hashes}, DCT feature, thumbnail JPEG)``.
 
-    sha1 = hashlib.sha1(data).hexdigest()
+    Hashes are the 8 uint64 codes of each kind as little-endian bytes (cheaper to
+    pass between processes and to store than Python ints).
+
+    The DCT feature is :func:`imgaudit.hashing.dct_block` as float16 bytes (None
+    without a phash kind). ``sha1``: the bytes' digest when the caller has it.
+    """
+    from .hashing import hash_image
+
+    if sha1 is None:
+        sha1 = hashlib.sha1(data).hexdigest()
     try:
         li = load_image(data, max_pixels=opts.max_pixels, decode_size=opts.decode_size)
     except UnreadableImage as exc:
-        return _failed(exc.reason, sha1=sha1, file_size=len(data)), {}, None
+        return _failed(exc.reason, sha1=sha1, file_size=len(data)), {}, None, None
     img = li.image
+    pixels = img.tobytes()  # RGB: for the pixel hash and, as an array, the statistics
     rec: dict[str, Any] = {
         "ok": True,
         "error": None,
         "sha1": sha1,
-        "pixel_hash": hashlib.sha1(f"{li.width}x{li.height}:".encode() + img.tobytes()).hexdigest(),
+        "pixel_hash": hashlib.sha1(f"{li.width}x{li.height}:".encode() + pixels).hexdigest(),
         "width": li.width,
         "height": li.height,
         "mode": li.mode,
@@ -192,9 +229,16 @@ def analyse_bytes(data: bytes, opts: DecodeOptions) -> tuple[dict[str, Any], dic
         "decoded_width": img.size[0],
         "decoded_height": img.size[1],
     }
-    rec.update(image_stats(img))
-    hashes = {k: [int(x) for x in v] for k, v in compute_hashes(img, opts.hash_kinds).items()} if opts.hash_kinds else {}
-    return rec, hashes, _thumbnail_bytes(img, opts.thumbnail_size)
+    gray = img.convert("L")  # one conversion for the statistics and every hash
+    rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(img.size[1], img.size[0], 3)
+    rec.update(image_stats(img, gray, rgb))
+    hashes: dict[str, bytes] = {}
+    dct: bytes | None = None
+    if opts.hash_kinds:
+        out = hash_image(_hash_input(gray), opts.hash_kinds)
+        hashes = {k: v.astype("<u8").tobytes() for k, v in out.hashes.items()}
+        dct = out.dct.tobytes() if out.dct is not None else None
+    return rec, hashes, dct, _thumbnail_bytes(img, opts.thumbnail_size)
 
 
 # worker-process state, set once per process by _init_worker
@@ -202,12 +246,18 @@ _OPTS: DecodeOptions | None = None
 _KNOWN: frozenset[str] = frozenset()
 
 _Task = tuple[int, str, int, int]  # (row, absolute path, size, mtime_ns)
-_Result = tuple[int, "str | None", "dict[str, Any] | None", dict[str, list[int]], "bytes | None"]
+# (row, sha1, record or None when cached, hashes, DCT feature bytes, thumbnail)
+_Result = tuple[int, "str | None", "dict[str, Any] | None", dict[str, bytes], "bytes | None", "bytes | None"]
 
 
-def _init_worker(opts: DecodeOptions, known: frozenset[str]) -> None:
+def _init_worker(opts: DecodeOptions, known: frozenset[str], in_pool: bool = False) -> None:
     global _OPTS, _KNOWN
     _OPTS, _KNOWN = opts, known
+    if in_pool:
+        # a forked worker inherits the parent's whole heap (numpy, scipy, PIL, numba,
+        # maybe torch): without this, every full collection triggered by the
+        # per-image allocations walks it all (~4% of a worker's time)
+        gc.freeze()
 
 
 def _process(task: _Task) -> _Result:
@@ -220,13 +270,13 @@ def _process(task: _Task) -> _Result:
             data = fh.read()
     except OSError as exc:
         reason = _stat_problem(path) or f"cannot open file: {exc.strerror or exc}"
-        return i, None, _failed(reason), {}, None
+        return i, None, _failed(reason), {}, None, None
     sha1 = hashlib.sha1(data).hexdigest()
     if sha1 in _KNOWN:
         # renamed or copied file: the record of these bytes is in the cache already
-        return i, sha1, None, {}, None
-    rec, hashes, thumb = analyse_bytes(data, _OPTS)
-    return i, sha1, rec, hashes, thumb
+        return i, sha1, None, {}, None, None
+    rec, hashes, dct, thumb = analyse_bytes(data, _OPTS, sha1)
+    return i, sha1, rec, hashes, dct, thumb
 
 
 def _process_chunk(tasks: list[_Task]) -> list[_Result]:
@@ -241,22 +291,34 @@ def _start_method() -> str | None:
     return "fork" if "fork" in mp.get_all_start_methods() else None
 
 
+def _warm_up(opts: DecodeOptions) -> None:
+    """Analyse one tiny JPEG here, before the workers fork: the imports (scipy's
+    DCT, numba and the compiled kernels, PIL's plugins) are then loaded once and
+    inherited, instead of paid by every worker (~0.5 s each)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(buf, format="JPEG")
+    analyse_bytes(buf.getvalue(), opts)
+
+
 def _run_tasks(tasks: list[_Task], opts: DecodeOptions, known: frozenset[str], workers: int) -> Iterator[list[_Result]]:
     if not tasks:
         return
+    _warm_up(opts)
     if workers <= 1 or len(tasks) < 8:
         _init_worker(opts, known)
         for j in range(0, len(tasks), 16):
             yield _process_chunk(tasks[j : j + 16])
         return
-    # several chunks per worker balance the load; chunks of <= 64 keep the bar moving
-    chunk = max(1, min(64, math.ceil(len(tasks) / (workers * 4))))
+    # many small chunks per worker balance the load: when the last chunk runs, the
+    # other workers idle for at most its length (16 images: ~50 ms), and the bar
+    # moves; each chunk costs the parent ~0.2 ms of pickling
+    chunk = max(1, min(16, math.ceil(len(tasks) / (workers * 8))))
     ctx = mp.get_context(_start_method())
     with ProcessPoolExecutor(
         max_workers=min(workers, math.ceil(len(tasks) / chunk)),
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(opts, known),
+        initargs=(opts, known, True),
     ) as ex:
         futures = [ex.submit(_process_chunk, tasks[j : j + chunk]) for j in range(0, len(tasks), chunk)]
         for fut in as_completed(futures):
@@ -266,13 +328,17 @@ def _run_tasks(tasks: list[_Task], opts: DecodeOptions, known: frozenset[str], w
 # -- the pass -----------------------------------------------------------------------------
 
 
-def _encode_record(rec: dict[str, Any], hashes: dict[str, list[int]]) -> bytes:
-    return json.dumps({"rec": rec, "hashes": {k: [f"{x:016x}" for x in v] for k, v in hashes.items()}}).encode()
+def _encode_record(rec: dict[str, Any], hashes: dict[str, bytes], dct: bytes | None) -> bytes:
+    obj: dict[str, Any] = {"rec": rec, "hashes": {k: v.hex() for k, v in hashes.items()}}
+    if dct is not None:
+        obj["dct"] = dct.hex()
+    return json.dumps(obj).encode()
 
 
-def _decode_record(blob: bytes) -> tuple[dict[str, Any], dict[str, list[int]]]:
+def _decode_record(blob: bytes) -> tuple[dict[str, Any], dict[str, bytes], bytes | None]:
     obj = json.loads(blob)
-    return obj["rec"], {k: [int(x, 16) for x in v] for k, v in obj["hashes"].items()}
+    dct = obj.get("dct")
+    return obj["rec"], {k: bytes.fromhex(v) for k, v in obj["hashes"].items()}, None if dct is None else bytes.fromhex(dct)
 
 
 @dataclass
@@ -287,6 +353,11 @@ class DecodeOutput:
     hashes
         ``{kind: uint64 array (N, 8)}``, columns in
         :data:`imgaudit.hashing.DIHEDRAL_VIEWS` order; rows of unreadable images are 0.
+    features
+        ``{"phash_dct": float16 array (N, 8, 8)}`` when phash is among the hash
+        kinds: phash's low-frequency DCT block (:func:`imgaudit.hashing.dct_block`;
+        all zero for unreadable images), which the near-duplicate check uses to
+        verify candidate pairs.
     stats
         How the pass went: ``decoded`` (images decoded now), ``from_cache``
         (records reused), ``failed`` (rows that could not even be read).
@@ -295,6 +366,7 @@ class DecodeOutput:
     records: pd.DataFrame
     hashes: dict[str, np.ndarray]
     stats: dict[str, int] = field(default_factory=dict)
+    features: dict[str, np.ndarray] = field(default_factory=dict)
     _cache: Cache | None = field(default=None, repr=False)
     _thumb_ns: str = "thumb"
     _memory_thumbs: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -346,11 +418,15 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     n = len(table)
     results: list[dict[str, Any] | None] = [None] * n
     hashes = {k: np.zeros((n, 8), dtype=np.uint64) for k in opts.hash_kinds}
+    with_dct = "phash" in opts.hash_kinds or "phash_jitter" in opts.hash_kinds
+    dct_all = np.zeros((n, 8, 8), dtype=np.float16)
 
-    def set_hashes(i: int, hs: dict[str, list[int]]) -> None:
+    def set_hashes(i: int, hs: dict[str, bytes], dct: bytes | None) -> None:
         for k, v in hs.items():
             if k in hashes:
-                hashes[k][i] = np.asarray(v, dtype=np.uint64)
+                hashes[k][i] = np.frombuffer(v, dtype="<u8")
+        if dct is not None:
+            dct_all[i] = np.frombuffer(dct, dtype=np.float16).reshape(8, 8)
 
     tasks: list[_Task] = []
     for i, (path, problem) in enumerate(zip(table.index, table["problem"], strict=True)):
@@ -378,9 +454,9 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
             if blob is None:
                 remaining.append(t)
                 continue
-            rec, hs = _decode_record(blob)
+            rec, hs, dct = _decode_record(blob)
             results[t[0]] = rec
-            set_hashes(t[0], hs)
+            set_hashes(t[0], hs, dct)
             from_cache += 1
         tasks = remaining
         known = frozenset(cache.keys(ns))
@@ -412,17 +488,18 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     bar = tqdm(total=len(tasks), desc="decoding images", unit="img", disable=None if config.progress else True)
     try:
         for chunk in _run_tasks(tasks, opts, known, config.workers()):
-            for i, sha1, maybe_rec, hs, thumb in chunk:
+            for i, sha1, maybe_rec, hs, dct, thumb in chunk:
                 t = task_of[i]
                 if maybe_rec is None:  # cached content under another path
                     reuse.append((i, str(sha1)))
                 else:
                     rec = maybe_rec
                     results[i] = rec
-                    set_hashes(i, hs)
+                    set_hashes(i, hs, dct)
                     if sha1 is not None:
                         decoded += 1
-                        pending_recs[sha1] = _encode_record(rec, hs)
+                        if cache is not None:
+                            pending_recs[sha1] = _encode_record(rec, hs, dct)
                         if thumb is not None:
                             if cache is None:
                                 memory_thumbs[sha1] = thumb
@@ -439,15 +516,16 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     if reuse and cache is not None:
         blobs = cache.get_many(ns, {s for _, s in reuse})
         for i, sha1 in reuse:
-            rec, hs = _decode_record(blobs[sha1])
+            rec, hs, dct = _decode_record(blobs[sha1])
             results[i] = rec
-            set_hashes(i, hs)
+            set_hashes(i, hs, dct)
         from_cache += len(reuse)
 
     records = _records_frame(results, table.index)
     stats = {"decoded": decoded, "from_cache": from_cache, "failed": failed, "total": n}
     logger.info("decode pass: %s", stats)
-    return DecodeOutput(records, hashes, stats, cache, tns, memory_thumbs)
+    features = {"phash_dct": dct_all} if with_dct else {}
+    return DecodeOutput(records, hashes, stats, features, cache, tns, memory_thumbs)
 
 
 def _records_frame(results: Iterable[dict[str, Any] | None], index: pd.Index) -> pd.DataFrame:

@@ -19,9 +19,25 @@ rotations because PIL's separable resize rounds between its two passes.)
 ``phash_jitter`` covers what dihedral views cannot: small crops and small
 rotations. Its 8 columns (:data:`JITTER_VIEWS`) are phashes of the image with a 5%
 border cropped, rotated by +5 and -5 degrees (corners filled black, as PIL does),
-rotated and cropped, and mirrored variants. A near-duplicate search that indexes
-these next to the dihedral views finds a copy that was cropped or rotated a little
-(``benchmarks/duplicates.py`` measures on- and off-grid amounts).
+rotated and cropped, and mirrored variants. They are resampled (bilinear) from the
+same 32x32 grid phash already made, in the image's own geometry (a rotation of a
+non-square image is a shear of its square grid), so they cost a few thousand
+multiply-adds (compiled: :mod:`imgaudit._kernels`) instead of a rotate and a
+Lanczos resize per view. A
+near-duplicate search that indexes these next to the dihedral views finds a copy
+that was cropped or rotated a little (``benchmarks/duplicates.py`` measures on- and
+off-grid amounts).
+
+:func:`hash_image` also returns phash's real-valued 8x8 low-frequency DCT block
+(:func:`dct_block`: the DC term zeroed, scaled to unit norm, float16; 128 bytes),
+which the near-duplicate check uses to verify candidate pairs beyond its hash
+radius (a correlation instead of 64 signs).
+
+``phash_center`` is the phash of the middle of the image (:data:`CENTER_BORDER` of
+each side cut off, from the same grid), in the 8 dihedral views (a centred crop
+commutes with them). Two images whose centres match are duplicates whatever sits
+in their outer bands: a watermark, a timestamp, a logo, a caption, a frame. The
+near-duplicate check compares it centre to centre.
 
 The other kinds (``dhash``, ``whash``, ``ahash``) are not linear transforms of a
 small grid that commutes with the views, so their views are computed by transposing
@@ -39,7 +55,9 @@ Example
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -51,8 +69,14 @@ __all__ = [
     "JITTER_VIEWS",
     "JITTER_SPECS",
     "phash_jitter",
+    "phash_center",
+    "CENTER_BORDER",
     "apply_view",
     "compute_hashes",
+    "hash_image",
+    "HashOutput",
+    "dct_block",
+    "view_blocks",
     "phash_views",
     "bits_to_uint64",
     "hamming",
@@ -85,6 +109,13 @@ JITTER_SPECS: tuple[tuple[str, float, float, bool], ...] = (
 #: Names of the 8 columns of the ``phash_jitter`` kind.
 JITTER_VIEWS: tuple[str, ...] = tuple(s[0] for s in JITTER_SPECS)
 
+#: Share of the width and of the height cut off each side for ``phash_center``: the
+#: middle 70% is hashed. Chosen on ``benchmarks/duplicates.py``: a corner text
+#: watermark there reaches 9% into the picture; cutting 8% left false links
+#: between plain crops' centres at 8x the rate of 15% (whose centre is still half
+#: the picture's area).
+CENTER_BORDER = 0.15
+
 #: The PIL transpose op producing each view (``None`` for the identity).
 DIHEDRAL_TRANSPOSE: dict[str, Image.Transpose | None] = {
     "identity": None,
@@ -98,7 +129,6 @@ DIHEDRAL_TRANSPOSE: dict[str, Image.Transpose | None] = {
 }
 
 _HASH_SIZE = 8
-_JITTER_SIDE = 64  # working short side of phash_jitter
 _HIGHFREQ = 4
 _DCT_SIZE = _HASH_SIZE * _HIGHFREQ  # 32, as imagehash.phash
 _LANCZOS = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS
@@ -134,6 +164,19 @@ def _sign_patterns() -> tuple[np.ndarray, np.ndarray]:
 
 
 _SIGNS, _TRANSPOSED = _sign_patterns()
+
+#: The unique (border, angle) resamplings behind the jitter views (a mirrored view
+#: reuses its unmirrored grid: mirroring negates the odd horizontal frequencies).
+_UNIQUE_JITTER: tuple[tuple[float, float], ...] = tuple(dict.fromkeys((b, a) for _, b, a, _m in JITTER_SPECS))
+# every resampling of the grid, the jitter ones then the centre crop
+_WARP_BORDERS = np.array([b for b, _ in _UNIQUE_JITTER] + [CENTER_BORDER])
+_WARP_ANGLES = np.deg2rad(np.array([a for _, a in _UNIQUE_JITTER] + [0.0]))
+_VIEW_T = np.array([_VIEW_ALGEBRA[v][0] for v in DIHEDRAL_VIEWS])
+_VIEW_SU = np.array([_VIEW_ALGEBRA[v][1] for v in DIHEDRAL_VIEWS])
+_VIEW_SV = np.array([_VIEW_ALGEBRA[v][2] for v in DIHEDRAL_VIEWS])
+_JITTER_FLIP = np.array([m for *_, m in JITTER_SPECS])
+_JITTER_GRID = np.array([_UNIQUE_JITTER.index((b, a)) for _, b, a, _m in JITTER_SPECS])
+_JITTER_SIGN = np.where(np.array([m for *_, m in JITTER_SPECS])[:, None, None], _SIGNS[DIHEDRAL_VIEWS.index("flip_h")], 1.0)
 
 
 def apply_view(img: Image.Image, view: str) -> Image.Image:
@@ -171,6 +214,11 @@ def _gray(img: Image.Image) -> Image.Image:
     return img if img.mode == "L" else img.convert("L")
 
 
+def _grid(gray: Image.Image) -> np.ndarray:
+    """The 32x32 grid phash works on, exactly as ``imagehash.phash`` makes it."""
+    return np.asarray(gray.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS))
+
+
 def _dct_lowfreq(grids: np.ndarray) -> np.ndarray:
     """The 8x8 low-frequency DCT block(s) of 32x32 grid(s) ``(..., 32, 32)``, exactly
     as ``imagehash.phash`` computes it."""
@@ -180,49 +228,137 @@ def _dct_lowfreq(grids: np.ndarray) -> np.ndarray:
     return dct[..., :_HASH_SIZE, :_HASH_SIZE]
 
 
+#: The first 8 rows of the (unnormalised, scipy.fftpack) 32-point DCT-II matrix:
+#: ``C @ X @ C.T`` is the low-frequency block of grid X (to rounding).
+_DCT8 = 2.0 * np.cos(np.pi * np.arange(_HASH_SIZE)[:, None] * (2 * np.arange(_DCT_SIZE)[None, :] + 1) / (2 * _DCT_SIZE))
+
+
+def view_blocks(low: np.ndarray) -> np.ndarray:
+    """The low-frequency blocks of the 8 dihedral views of ``low`` ``(..., 8, 8)``:
+    ``(..., 8, 8, 8)``, views in :data:`DIHEDRAL_VIEWS` order."""
+    low = np.asarray(low)
+    lt = np.swapaxes(low, -1, -2)
+    return np.where(_TRANSPOSED[:, None, None], lt[..., None, :, :], low[..., None, :, :]) * _SIGNS
+
+
+def _signs_to_bits(blocks: np.ndarray) -> np.ndarray:
+    """phash bits of blocks ``(k, 8, 8)``: above the block's own median."""
+    flat = blocks.reshape(len(blocks), -1)
+    srt = np.sort(flat, axis=1)
+    half = flat.shape[1] // 2
+    # np.median of an even count, written out (a sort of 64 values is cheaper than
+    # np.median's partition machinery): the same value bit for bit
+    med = (srt[:, half - 1] + srt[:, half]) / 2.0
+    return bits_to_uint64((flat > med[:, None]).reshape(blocks.shape))
+
+
+def _phash_low(gray: Image.Image) -> np.ndarray:
+    return _dct_lowfreq(_grid(gray))
+
+
 def phash_views(img: Image.Image) -> np.ndarray:
     """phash of the 8 dihedral views from one DCT, ``(8,)`` uint64.
 
     Column 0 equals ``imagehash.phash(img)`` bit for bit.
     """
-    low = _dct_lowfreq(np.asarray(_gray(img).resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS)))
-    blocks = np.where(_TRANSPOSED[:, None, None], low.T[None], low[None]) * _SIGNS
-    med = np.median(blocks.reshape(len(DIHEDRAL_VIEWS), -1), axis=1)
-    return bits_to_uint64(blocks > med[:, None, None])
+    return _signs_to_bits(view_blocks(_phash_low(_gray(img))))
+
+
+def dct_block(low: np.ndarray) -> np.ndarray:
+    """The verification feature of a phash low-frequency block ``(8, 8)``: DC
+    zeroed (mean brightness says nothing about content), unit L2 norm (so a dot
+    product is a cosine similarity, invariant to contrast), float16. All zero for
+    a flat image."""
+    b = np.array(low, dtype=np.float64).reshape(_HASH_SIZE * _HASH_SIZE)
+    b[0] = 0.0
+    norm = math.sqrt(float(np.square(b).sum()))  # not b @ b: no BLAS call per image
+    if norm > 0:
+        b /= norm
+    return b.reshape(_HASH_SIZE, _HASH_SIZE).astype(np.float16)
+
+
+def _warped_lows(grid: np.ndarray, size: tuple[int, int], borders: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Low-frequency blocks ``(V, 8, 8)`` of resamplings of a phash grid
+    (:func:`imgaudit._kernels.warp_dct_kernel`)."""
+    from ._kernels import warp_dct_kernel
+
+    w, h = size
+    low = np.empty((len(borders), _HASH_SIZE, _HASH_SIZE))
+    warp_dct_kernel(grid, max(w, 1) / max(h, 1), borders, angles, _DCT8, low)
+    return low
+
+
+def _jitter_blocks(low: np.ndarray) -> np.ndarray:
+    """The :data:`JITTER_VIEWS` blocks ``(8, 8, 8)`` from the unique resamplings' blocks."""
+    return low[_JITTER_GRID] * _JITTER_SIGN
 
 
 def phash_jitter(img: Image.Image) -> np.ndarray:
     """phash of the :data:`JITTER_VIEWS` of an image, ``(8,)`` uint64."""
+    return hash_image(img, ("phash_jitter",)).hashes["phash_jitter"]
+
+
+def phash_center(img: Image.Image) -> np.ndarray:
+    """phash of the middle of an image (:data:`CENTER_BORDER` cut off each side) in
+    the 8 dihedral views, ``(8,)`` uint64."""
+    return hash_image(img, ("phash_center",)).hashes["phash_center"]
+
+
+@dataclass
+class HashOutput:
+    """What :func:`hash_image` computes for one image."""
+
+    hashes: dict[str, np.ndarray]  # {kind: (8,) uint64}
+    dct: np.ndarray | None  # (8, 8) float16 (:func:`dct_block`), when phash was computed
+
+
+def hash_image(img: Image.Image, kinds: Iterable[str] = ("phash",)) -> HashOutput:
+    """Hashes of one image, sharing phash's grid and DCT between ``phash`` and
+    ``phash_jitter`` and ``phash_center`` (what the decode pass calls).
+
+    Parameters
+    ----------
+    img
+        The decoded image (any mode; converted to grayscale as imagehash does).
+    kinds
+        Hash kinds among :data:`HASH_KINDS`.
+
+    Returns
+    -------
+    HashOutput
+        ``hashes`` as :func:`compute_hashes`; ``dct``: the :func:`dct_block` of
+        phash's identity view when a phash kind is among ``kinds``.
+    """
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in HASH_KINDS]
+    if unknown:
+        raise ValueError(f"unknown hash kind {unknown[0]!r}; choose from {list(HASH_KINDS)}")
     gray = _gray(img)
-    w, h = gray.size
-    # work at a short side of 64 (aspect kept, so rotation angles stay true): the
-    # views end at 32x32 anyway, and rotating a decode-scale image costs far more
-    k = _JITTER_SIDE / min(w, h)
-    if k < 1:
-        # a box reduce to >= 2x the working size first: Lanczos from a large image is
-        # the costliest step of the decode pass, and these views need no bit-exactness
-        factor = min(w, h) // (2 * _JITTER_SIDE)
-        if factor >= 2:
-            gray = gray.reduce(factor)
-        w, h = max(1, round(w * k)), max(1, round(h * k))
-        gray = gray.resize((w, h), _LANCZOS)
-    flip_h = DIHEDRAL_VIEWS.index("flip_h")
-    grids: dict[tuple[float, float], np.ndarray] = {}
-    rotated: dict[float, Image.Image] = {0.0: gray}
-    for _, border, angle, _mirror in JITTER_SPECS:
-        if (border, angle) in grids:
-            continue  # the mirrored view reuses the grid (its DCT signs flip)
-        if angle not in rotated:
-            rotated[angle] = gray.rotate(angle, resample=Image.Resampling.BILINEAR)
-        src = rotated[angle]
-        box = (w * border, h * border, w * (1 - border), h * (1 - border)) if border else None
-        grids[(border, angle)] = np.asarray(src.resize((_DCT_SIZE, _DCT_SIZE), _LANCZOS, box=box))
-    keys = list(grids)
-    dct = _dct_lowfreq(np.stack([grids[k] for k in keys]))
-    low = {k: dct[n] for n, k in enumerate(keys)}
-    arr = np.stack([low[(b, a)] * _SIGNS[flip_h] if m else low[(b, a)] for _, b, a, m in JITTER_SPECS])
-    med = np.median(arr.reshape(len(arr), -1), axis=1)
-    return bits_to_uint64(arr > med[:, None, None])
+    out: dict[str, np.ndarray] = {}
+    dct = None
+    family = [k for k in _PHASH_FAMILY if k in kinds]
+    if family:
+        from ._kernels import phash_family_kernel
+
+        grid = _grid(gray)
+        low = _dct_lowfreq(grid)  # scipy's DCT, as imagehash: column 0 is its hash
+        w, h = gray.size
+        bits = np.zeros(3 * len(DIHEDRAL_VIEWS), dtype=np.uint64)
+        feat = np.empty((_HASH_SIZE, _HASH_SIZE))
+        # one compiled call for the rest: a dozen small numpy operations per image
+        # cost several times their isolated timings inside the decode loop
+        phash_family_kernel(
+            low, grid, max(w, 1) / max(h, 1), _WARP_BORDERS, _WARP_ANGLES, _DCT8,
+            _VIEW_T, _VIEW_SU, _VIEW_SV, _JITTER_GRID, _JITTER_FLIP,
+            "phash" in kinds, "phash_jitter" in kinds, "phash_center" in kinds, bits, feat,
+        )  # fmt: skip
+        dct = feat.astype(np.float16)
+        for k, kind in enumerate(family):
+            out[kind] = bits[8 * k : 8 * (k + 1)].copy()
+    for kind in kinds:
+        if kind not in out:
+            out[kind] = _other_kinds()[kind](gray)
+    return HashOutput({k: out[k] for k in kinds}, dct)
 
 
 def _imagehash_kind(fn: Callable[[Image.Image], object]) -> Callable[[Image.Image], np.ndarray]:
@@ -241,8 +377,6 @@ def _build_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
     import imagehash
 
     return {
-        "phash": phash_views,
-        "phash_jitter": phash_jitter,
         "dhash": _imagehash_kind(imagehash.dhash),
         "whash": _imagehash_kind(imagehash.whash),
         "ahash": _imagehash_kind(imagehash.average_hash),
@@ -250,8 +384,16 @@ def _build_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
 
 
 #: The selectable hash kinds.
-HASH_KINDS: tuple[str, ...] = ("phash", "phash_jitter", "dhash", "whash", "ahash")
+HASH_KINDS: tuple[str, ...] = ("phash", "phash_jitter", "phash_center", "dhash", "whash", "ahash")
+#: The kinds computed from phash's grid, in the order their bits are packed.
+_PHASH_FAMILY: tuple[str, ...] = ("phash", "phash_jitter", "phash_center")
 _KIND_FNS: dict[str, Callable[[Image.Image], np.ndarray]] = {}
+
+
+def _other_kinds() -> dict[str, Callable[[Image.Image], np.ndarray]]:
+    if not _KIND_FNS:
+        _KIND_FNS.update(_build_kinds())
+    return _KIND_FNS
 
 
 def compute_hashes(img_rgb: Image.Image, kinds: Iterable[str] = ("phash",)) -> dict[str, np.ndarray]:
@@ -277,12 +419,4 @@ def compute_hashes(img_rgb: Image.Image, kinds: Iterable[str] = ("phash",)) -> d
     >>> compute_hashes(Image.new("RGB", (40, 30), "gray"), ["phash", "dhash"])["dhash"].shape
     (8,)
     """
-    if not _KIND_FNS:
-        _KIND_FNS.update(_build_kinds())
-    kinds = list(kinds)
-    unknown = [k for k in kinds if k not in _KIND_FNS]
-    if unknown:
-        raise ValueError(f"unknown hash kind {unknown[0]!r}; choose from {list(HASH_KINDS)}")
-    # every kind starts from the same grayscale image (as imagehash does): convert once
-    gray = img_rgb.convert("L") if kinds else img_rgb
-    return {kind: _KIND_FNS[kind](gray) for kind in kinds}
+    return hash_image(img_rgb, kinds).hashes

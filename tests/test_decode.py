@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import HOSTILE, PLANTED, jpeg_bytes, photo, png_bytes
+from PIL import Image
 
 from imgaudit.cache import Cache
 from imgaudit.config import AuditConfig
-from imgaudit.decode import RECORD_COLUMNS, run_decode_pass
+from imgaudit.decode import RECORD_COLUMNS, _hash_input, run_decode_pass
 from imgaudit.hashing import compute_hashes
 from imgaudit.imageset import load_images
 from imgaudit.imaging import load_image
@@ -70,7 +71,10 @@ def test_records_and_hashes_match_direct_decoding(dataset_dir: Path) -> None:
         assert out.hashes[kind].shape == (len(ims), 8) and out.hashes[kind].dtype == np.uint64
     i = rec.index.get_loc("cat/img_03.jpg")
     li = load_image(ims.abspath("cat/img_03.jpg"), decode_size=cfg.decode_size)
-    direct = compute_hashes(li.image, ("phash", "dhash"))
+    # the pass hashes the decoded image box-reduced to a 32..63 px short side
+    hashed = _hash_input(li.image.convert("L"))
+    assert 32 <= min(hashed.size) < 64 or min(li.image.size) < 64
+    direct = compute_hashes(hashed, ("phash", "dhash"))
     assert np.array_equal(out.hashes["phash"][i], direct["phash"])
     assert np.array_equal(out.hashes["dhash"][i], direct["dhash"])
     # exact copy: same bytes; unreadable row: ok False with zero hashes
@@ -140,6 +144,82 @@ def test_options_change_invalidates_records(dataset_dir: Path, tmp_path: Path) -
     cache = Cache(tmp_path / "cache")
     ims = _load(dataset_dir)
     run_decode_pass(ims, _cfg(), cache)
-    other = run_decode_pass(ims, _cfg(decode_size=64), cache)
+    other = run_decode_pass(ims, _cfg(decode_size=96), cache)
     assert other.stats["from_cache"] == 0
     cache.close()
+
+
+def _stats_reference(img: Image.Image) -> dict[str, float]:
+    """The statistics written out in plain numpy, as documented in image_stats."""
+    from imgaudit.decode import STAT_SIDE
+
+    rgb = np.asarray(img.convert("RGB")).astype(np.int64)
+    gray_img = img.convert("L")
+    g = np.asarray(gray_img).astype(np.float64)
+    n = g.size
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    w, h = gray_img.size
+    if min(w, h) > STAT_SIDE:
+        k = STAT_SIDE / min(w, h)
+        gray_img = gray_img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BOX)
+    s = np.asarray(gray_img).astype(np.float64)
+    if min(s.shape) < 3:
+        sharp = float("nan")
+    elif s.std() == 0:
+        sharp = 0.0
+    else:
+        lap = 4 * s[1:-1, 1:-1] - s[:-2, 1:-1] - s[2:, 1:-1] - s[1:-1, :-2] - s[1:-1, 2:]
+        sharp = lap.std() / s.std()
+    _, counts = np.unique(g, return_counts=True)
+    p = counts / n
+    srt, csrt = np.sort(g.ravel()), np.sort(chroma.ravel())
+    return {
+        "brightness_mean": g.mean() / 255,
+        "brightness_p05": srt[int(np.ceil(0.05 * n)) - 1] / 255,
+        "brightness_p99": srt[int(np.ceil(0.99 * n)) - 1] / 255,
+        "chroma_mean": chroma.mean() / 255,
+        "chroma_p99": csrt[int(np.ceil(0.99 * n)) - 1] / 255,
+        "gray_std": g.std() / 255,
+        "sharpness": sharp,
+        "entropy": float(-(p * np.log2(p)).sum()) / 8,
+    }
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 7), (5, 4), (120, 90), (300, 200)])
+def test_image_stats_kernel_matches_numpy_reference(size: tuple[int, int]) -> None:
+    from imgaudit.decode import STAT_COLUMNS, image_stats
+
+    rng = np.random.default_rng(sum(size))
+    for img in (photo("coffee", 3, size), Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))):
+        got, want = image_stats(img), _stats_reference(img)
+        assert list(got) == list(STAT_COLUMNS)
+        for k in STAT_COLUMNS:
+            if np.isnan(want[k]):
+                assert np.isnan(got[k]), k
+            else:
+                assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (size, k)
+    flat = image_stats(Image.new("RGB", (40, 30), (10, 20, 30)))
+    assert flat["sharpness"] == 0.0 and flat["gray_std"] == 0.0 and flat["entropy"] == 0.0
+
+
+def test_dct_features_are_decoded_cached_and_zero_when_unreadable(dataset_dir: Path, tmp_path: Path) -> None:
+    from imgaudit.hashing import hash_image
+
+    ims = _load(dataset_dir)
+    cfg = _cfg()
+    cache = Cache(tmp_path / "cache")
+    out = run_decode_pass(ims, cfg, cache)
+    dct = out.features["phash_dct"]
+    assert dct.shape == (len(ims), 8, 8) and dct.dtype == np.float16
+    i = out.records.index.get_loc("cat/img_03.jpg")
+    li = load_image(ims.abspath("cat/img_03.jpg"), decode_size=cfg.decode_size)
+    direct = hash_image(_hash_input(li.image.convert("L")), cfg.hash_kinds)
+    assert np.array_equal(dct[i], direct.dct)
+    for kind in cfg.hash_kinds:
+        assert np.array_equal(out.hashes[kind][i], direct.hashes[kind]), kind
+    assert not dct[out.records.index.get_loc("cat/corrupt.jpg")].any()
+    again = run_decode_pass(ims, cfg, cache)
+    assert again.stats["from_cache"] == len(ims)
+    assert np.array_equal(again.features["phash_dct"], dct)
+    cache.close()
+    assert run_decode_pass(ims, _cfg(hash_kinds=("dhash",)), None).features == {}

@@ -295,6 +295,10 @@ def test_missing_hash_kind_skips_and_bad_params_raise(tmp_path: Path) -> None:
         NearDuplicates(hash_kind="md5").run(ctx)
     with pytest.raises(ValueError):
         NearDuplicates(radius=40).run(ctx)
+    with pytest.raises(ValueError, match="center_radius"):
+        NearDuplicates(center_radius=-1).run(ctx)
+    with pytest.raises(ValueError, match="verify_radius"):
+        NearDuplicates(verify_radius=33).run(ctx)
     with pytest.raises(TypeError):
         NearDuplicates(threshold=3)
 
@@ -351,3 +355,68 @@ def test_edge_support_cuts_bridges_only() -> None:
     assert comp_all[0] == comp_all[7] and comp_cut[0] != comp_cut[7]
     # hubs above the cap are left alone (bounded cost)
     assert edge_support(13, edges[:, 0], edges[:, 1], cap=3)[bridge] == 1.0
+
+
+def test_watermarked_copy_found_by_center_hash(tmp_path: Path) -> None:
+    import skimage.data
+    from PIL import ImageDraw
+
+    root = tmp_path / "wm"
+    root.mkdir()
+    base = Image.fromarray(skimage.data.rocket()).convert("RGB").crop((0, 0, 160, 160))
+    base.save(root / "a.png")
+    marked = base.copy()
+    ImageDraw.Draw(marked).text((160 - 52, 160 - 14), "(c) 2024", fill=(255, 255, 255))
+    marked.save(root / "a_watermark.png")
+    _photo("coffee", (160, 160)).save(root / "other.png")
+    _photo("chelsea", (160, 160)).save(root / "other2.png")
+    groups, infos = {}, {}
+    for center in (True, False):
+        res = imgaudit.audit(
+            root, checks=[NEAR], cache_dir=tmp_path / "cache", num_workers=0, progress=False,
+            check_options={NEAR: {"center": center}},
+        )  # fmt: skip
+        groups[center], infos[center] = _groups_by_path(res.issues, NEAR), res.info[NEAR]
+    assert _same_group(groups[True], "a.png", "a_watermark.png")
+    assert groups[True]["other.png"] == -1 and groups[True]["other2.png"] == -1
+    assert infos[True]["center"] and infos[True]["num_center_pairs"] >= 1
+    assert groups[False]["a_watermark.png"] == -1 and not infos[False]["center"]
+
+
+def test_best_view_similarity() -> None:
+    from imgaudit.checks.duplicates import best_view_similarity
+    from imgaudit.hashing import DIHEDRAL_VIEWS, dct_block, view_blocks
+
+    rng = np.random.default_rng(0)
+    low = rng.normal(size=(3, 8, 8))
+    flipped = view_blocks(low[0])[DIHEDRAL_VIEWS.index("flip_h")]
+    brighter = 2.5 * low[1]
+    brighter[0, 0] += 40.0
+    feats = np.stack([dct_block(x) for x in (*low, flipped, brighter)])
+    a, b = np.array([0, 0, 0, 1]), np.array([3, 1, 0, 4])
+    sim = best_view_similarity(feats, a, b)
+    assert sim[0] == pytest.approx(1, abs=2e-3)  # a mirrored copy, aligned by the views
+    assert abs(sim[1]) < 0.6  # unrelated blocks
+    assert sim[2] == pytest.approx(1, abs=2e-3)
+    assert sim[3] == pytest.approx(1, abs=2e-3)  # contrast and DC (brightness) do not count
+    plain = best_view_similarity(feats, a, b, orientation_robust=False)
+    assert plain[0] < 0.9 and plain[2] == pytest.approx(1, abs=2e-3)
+    # blocked evaluation gives the same numbers
+    np.testing.assert_allclose(best_view_similarity(feats, a, b, block=3), sim)
+
+
+def test_verification_stage_adds_only_agreeing_candidates(dup_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    root, p = dup_dir
+    res = {}
+    for opts in ({}, {"verify_radius": 12}, {"verify_radius": 12, "verify_similarity": 1.01}):
+        out = imgaudit.audit(
+            root, checks=[NEAR], cache_dir=tmp_path, num_workers=0, progress=False, check_options={NEAR: opts},
+        )  # fmt: skip
+        res[len(opts) + (opts.get("verify_similarity", 0) > 1)] = out.info[NEAR]
+    off, on, none_kept = res[0], res[1], res[3]
+    assert off["verify_radius"] is None and off["num_candidates_verified"] == 0
+    assert on["verify_radius"] == 12 and 0 <= on["num_candidates_kept"] <= on["num_candidates_verified"]
+    # a similarity no pair reaches keeps none: the groups are those of the plain radius
+    assert none_kept["num_candidates_kept"] == 0
+    assert none_kept["groups"] == off["groups"]
+    assert none_kept["num_candidates_verified"] == on["num_candidates_verified"]

@@ -9,6 +9,7 @@ import scipy.fftpack
 from PIL import Image
 
 from imgaudit.hashing import (
+    CENTER_BORDER,
     DIHEDRAL_TRANSPOSE,
     DIHEDRAL_VIEWS,
     HASH_KINDS,
@@ -17,6 +18,8 @@ from imgaudit.hashing import (
     bits_to_uint64,
     compute_hashes,
     hamming,
+    hash_image,
+    view_blocks,
 )
 
 IMAGEHASH_FN = {
@@ -175,3 +178,64 @@ def test_phash_jitter_matches_cropped_and_rotated_copies() -> None:
         assert hamming(jit[col[name]], h) <= 6, name
         # the jitter view is closer to the copy than the plain hash is
         assert hamming(jit[col[name]], h) < hamming(plain, h), name
+
+
+def _corner_watermark(img: Image.Image) -> Image.Image:
+    from PIL import ImageDraw
+
+    out = img.copy()
+    w, h = img.size
+    ImageDraw.Draw(out).text((w - 52, h - 14), "(c) 2024", fill=(255, 255, 255))
+    return out
+
+
+def test_phash_center_hashes_the_middle_in_dihedral_views() -> None:
+    img = _photo((256, 192))
+    center = compute_hashes(img, ["phash_center"])["phash_center"]
+    b = CENTER_BORDER
+    middle = img.crop((round(256 * b), round(192 * b), round(256 * (1 - b)), round(192 * (1 - b))))
+    # resampled from the whole image's 32x32 grid: close to, not equal to, the crop's phash
+    assert hamming(center[0], _as_int(imagehash.phash(middle))) <= 8
+    assert hamming(center[0], compute_hashes(img)["phash"][0]) > 8  # a different picture
+    for k, view in enumerate(DIHEDRAL_VIEWS):
+        moved = compute_hashes(apply_view(img, view), ["phash_center"])["phash_center"][0]
+        assert hamming(moved, center[k]) <= 4, view
+
+
+def test_center_hash_ignores_a_corner_watermark() -> None:
+    import skimage.data
+
+    # a low-contrast crop: the white text is among its strongest features
+    img = Image.fromarray(skimage.data.rocket()).convert("RGB").crop((0, 0, 160, 160))
+    a = compute_hashes(img, ["phash", "phash_center"])
+    b = compute_hashes(_corner_watermark(img), ["phash", "phash_center"])
+    assert hamming(a["phash"], b["phash"][0]).min() > 10  # beyond any phash radius
+    assert hamming(a["phash_center"], b["phash_center"][0]).min() <= 2
+
+
+def test_hash_image_shares_one_grid_and_returns_the_dct_block() -> None:
+    img = _fixed_images()["rings"]
+    out = hash_image(img, HASH_KINDS)
+    assert list(out.hashes) == list(HASH_KINDS)
+    for kind in HASH_KINDS:  # the same bits as each kind alone
+        assert np.array_equal(out.hashes[kind], compute_hashes(img, [kind])[kind]), kind
+    grid = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS))
+    low = scipy.fftpack.dct(scipy.fftpack.dct(grid, axis=0), axis=1)[:8, :8].copy()
+    low[0, 0] = 0
+    assert out.dct is not None and out.dct.dtype == np.float16 and out.dct.shape == (8, 8)
+    np.testing.assert_allclose(out.dct, low / np.linalg.norm(low), atol=1e-3)
+    assert out.dct[0, 0] == 0 and abs(float(np.linalg.norm(out.dct.astype(np.float64))) - 1) < 1e-2
+    # the feature of a flat image is all zero (no direction to compare), not NaN
+    flat = hash_image(Image.new("RGB", (40, 30), "gray"), ["phash"]).dct
+    assert flat is not None and not flat.any()
+    assert hash_image(img, ["dhash"]).dct is None
+
+
+def test_dct_block_views_are_the_views_of_the_transformed_grid() -> None:
+    grid = np.asarray(_fixed_images()["blocks"].convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=float)
+    low = scipy.fftpack.dct(scipy.fftpack.dct(grid, axis=0), axis=1)[:8, :8]
+    views = view_blocks(low)
+    for k, view in enumerate(DIHEDRAL_VIEWS):
+        moved = np.asarray(apply_view(Image.fromarray(grid.astype(np.uint8)), view), dtype=float)
+        want = scipy.fftpack.dct(scipy.fftpack.dct(moved, axis=0), axis=1)[:8, :8]
+        np.testing.assert_allclose(views[k], want, atol=1e-6, err_msg=view)

@@ -6,14 +6,25 @@ Two checks:
     The same file twice (identical bytes, ``records.sha1``) or the same picture
     under two encodings (identical decoded pixels, ``records.pixel_hash``; pixels
     are compared at the decode pass's scale, so in practice this means
-    "indistinguishable").
+    "indistinguishable at that scale": ~128 px for a 1024 px JPEG, where two
+    files that differ only in fine detail, e.g. a mild sharpening, can agree).
 
 ``near_duplicates``
     Perceptual hashes within a Hamming radius (phash by default), orientation-robust
     by default: the least distance over the 8 dihedral views, so mirrored and
     90/180/270-rotated copies are found; and, by default, jitter views (5% border
     crop, +-5 degree rotations: ``phash_jitter``) catch slightly cropped or rotated
-    copies. Exact duplicates are always included.
+    copies; and, by default, the phash of the middle 70% of each image
+    (``phash_center``), compared centre to centre, catches copies that differ only
+    in their outer bands (a watermark, a timestamp, a logo, a frame).
+    Exact duplicates are always included.
+    Optionally, two stages: the exact radius search runs at the looser ``verify_radius``;
+    pairs beyond ``radius`` are kept only when phash's real-valued 8x8 DCT blocks
+    (the coefficients its 64 bits are the signs of, cached by the decode pass)
+    agree, cosine similarity >= ``verify_similarity`` under the best dihedral
+    alignment. That recovers copies whose edits (a watermark, a brightness change)
+    flipped a few near-median bits, without the false links a looser radius alone
+    brings.
     Optionally, pairs whose embeddings (``ctx.oof.embeddings``, shared with the label
     stage) have cosine similarity above a threshold are added: they catch what
     hashes miss (crops, small rotations) at the cost of computing embeddings.
@@ -26,7 +37,8 @@ Two checks:
     - ``split_leak``: the image is in a validation/test split and is a duplicate of
       a training image, so validation accuracy overstates generalisation;
       ``split_leak_score`` = Hamming distance to its nearest directly-matched
-      training duplicate over ``radius + 1`` (0 = identical copy).
+      training duplicate over ``R + 1`` (R: the largest radius in use; 0 =
+      identical copy).
 
 Per-check extras (``<check>_*``):
 
@@ -36,12 +48,15 @@ Per-check extras (``<check>_*``):
 - ``keep``: bool, the one image of its group to keep (largest resolution, then the
   smallest path: a stable tie-break); True for singletons too (they are kept);
 - ``distance``: int64 Hamming distance of the image's hash to its keeper's (least
-  over views in orientation-robust mode; 0 for the keeper), -1 outside groups.
+  over views in orientation-robust mode, and over jitter views; 0 for the keeper),
+  -1 outside groups. It can exceed the radius: a member linked through other
+  copies, or through the centre hash only (a watermarked copy).
 
 ``is_<check>_issue`` is True for the redundant copies, i.e. group members that are
 not the keeper, so dropping the flagged rows deduplicates the dataset.
-``<check>_score`` is the distance to the nearest duplicate over ``radius + 1`` (0 =
-identical) for group members and 1 outside groups.
+``<check>_score`` is the Hamming distance to the nearest directly matched duplicate
+(whichever hash matched it) over ``R + 1``, R the largest radius in use (0 =
+identical), for group members and 1 outside groups.
 
 Groups are connected components of the found pairs, after dropping similarity
 links that merely bridge two otherwise separate clusters (``min_support``): one
@@ -215,6 +230,28 @@ def _view_distance(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarra
     return np.minimum(fwd, bwd)
 
 
+def best_view_similarity(
+    dct: np.ndarray, a: np.ndarray, b: np.ndarray, orientation_robust: bool = True, block: int = 65536
+) -> np.ndarray:
+    """Cosine similarity of the DCT blocks of rows ``a`` and ``b`` (unit-norm, from
+    :func:`imgaudit.hashing.dct_block`), the largest over the 8 dihedral views of
+    ``a``'s block when ``orientation_robust`` (the views are signed permutations of
+    the coefficients, so one direction covers both). Blocked: memory ~2 KB x
+    ``block``, whatever the number of pairs."""
+    from ..hashing import view_blocks
+
+    out = np.empty(len(a), dtype=np.float32)
+    for lo in range(0, len(a), block):
+        fa = dct[a[lo : lo + block]].astype(np.float32)
+        fb = dct[b[lo : lo + block]].astype(np.float32)
+        if orientation_robust:
+            views = view_blocks(fa).reshape(len(fa), 8, -1)  # (P, 8 views, 64)
+            out[lo : lo + block] = np.einsum("pvk,pk->pv", views, fb.reshape(len(fb), -1)).max(axis=1)
+        else:
+            out[lo : lo + block] = np.einsum("pk,pk->p", fa.reshape(len(fa), -1), fb.reshape(len(fb), -1))
+    return out
+
+
 def _nearest(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Least pair distance per row (inf for rows in no pair)."""
     best = np.full(n, np.inf)
@@ -312,14 +349,25 @@ class NearDuplicates(_DuplicateCheck):
         ----------
         radius
             Largest Hamming distance (of 64 bits) between two hashes called
-            duplicates. phash sets exactly 32 of its 64 bits (a median split), so
-            its distances are even and 6 behaves like 7. Default 6, chosen on
-            ``benchmarks/duplicates.py`` (2,052 real photo crops and variants): the
-            direct false links between distinct crops were 10 at radius 6 and 88 at
-            8 (group precision 0.999 vs 0.972), while recall of re-encoded, resized,
-            brightened, blurred, grayscale, flipped, rotated and slightly cropped
-            or rotated copies was already 1.00 at 6 (a corner text watermark on a
-            160 px crop: 0.94, vs 0.97 at 8).
+            duplicates without further checks. phash sets exactly 32 of its 64
+            bits (a median split), so its distances are even and 6 behaves like 7.
+            Default 6, chosen on ``benchmarks/duplicates.py`` (2,052 real photo
+            crops and variants): the direct false links between distinct crops
+            were 10 at radius 6 and 88 at 8 (group precision 0.999 vs 0.972).
+        verify_radius
+            A second stage, off by default (``None``): pairs with
+            ``radius < distance <= verify_radius`` are candidates, kept only when
+            their DCT blocks agree (``verify_similarity``). Only with
+            ``hash_kind="phash"``. On the benchmark above, ``verify_radius=10``
+            kept ~95% of the true pairs at distances 7..10 and ~8% of the false
+            ones, but with the centre hash on it changed pairwise F1 by < 0.002
+            (the copies it recovers are mostly linked through other copies
+            already), so it is not worth its search cost by default.
+        verify_similarity
+            Cosine similarity of the two images' phash DCT blocks (8x8 low
+            frequencies, DC term left out), the larger over the 8 dihedral
+            alignments, at or above which a candidate pair is kept (0.85: from
+            the same benchmark's distance 7..10 pairs).
         hash_kind
             Which hash of the decode pass to use (must be in the audit's
             ``hash_kinds``): ``phash`` (the most discriminative here), ``dhash``,
@@ -335,6 +383,18 @@ class NearDuplicates(_DuplicateCheck):
             the audit's ``hash_kinds`` (the default); only with ``hash_kind="phash"``.
         jitter_radius
             Hamming radius of the jitter views (default: same as ``radius``).
+        center
+            Also match images whose centres match (``phash_center``: the middle
+            70%, see :data:`imgaudit.hashing.CENTER_BORDER`), within
+            ``center_radius``: copies with a watermark, timestamp, logo or frame
+            in the outer band. Needs ``phash_center`` in the audit's
+            ``hash_kinds`` (the default); only with ``hash_kind="phash"``.
+        center_radius
+            Hamming radius of the centre hashes. Default 4, chosen on
+            ``benchmarks/duplicates.py``: a centre is half the picture, so its
+            hash tells distinct plain crops apart less well than the whole
+            picture's (false links at radius 4 / 6 / 8: 2 / 18 / 43 more than the
+            whole-picture hash alone; every watermarked copy was within 4).
         min_support
             Groups are connected components, so one false link would merge two
             unrelated groups. A similarity link a-b is kept only when
@@ -353,10 +413,14 @@ class NearDuplicates(_DuplicateCheck):
         """
 
         radius: int = 6
+        verify_radius: int | None = None
+        verify_similarity: float = 0.85
         hash_kind: str = "phash"
         orientation_robust: bool = True
         jitter: bool = True
         jitter_radius: int | None = None
+        center: bool = True
+        center_radius: int = 4
         min_support: float = 0.75
         embeddings: bool = False
         embedding_threshold: float = 0.95
@@ -368,7 +432,9 @@ class NearDuplicates(_DuplicateCheck):
         p = cast(NearDuplicates.Params, self.params)
         if p.hash_kind not in DIHEDRAL_KINDS:
             raise ValueError(f"near_duplicates: unknown hash_kind {p.hash_kind!r}; choose from {list(DIHEDRAL_KINDS)}")
-        for what, r in (("radius", p.radius), ("jitter_radius", p.jitter_radius)):
+        radii = (("radius", p.radius), ("jitter_radius", p.jitter_radius), ("verify_radius", p.verify_radius),
+                 ("center_radius", p.center_radius))  # fmt: skip
+        for what, r in radii:
             if r is not None and not 0 <= r <= 32:
                 raise ValueError(f"near_duplicates: {what} must be in 0..32 bits, got {r}")
         hashes = ctx.hashes
@@ -385,11 +451,27 @@ class NearDuplicates(_DuplicateCheck):
         if not p.orientation_robust:
             codes_all = codes_all[:, :1]
         threads = ctx.config.workers() or None
-        si, sj, sd = radius_pairs(codes_all[rows], p.radius, n_threads=threads)
+        dct = ctx.decoded.features.get("phash_dct") if p.hash_kind == "phash" else None
+        verify = p.verify_radius is not None and p.verify_radius > p.radius and dct is not None
+        if p.verify_radius is not None and p.verify_radius > p.radius and dct is None:
+            logger.info("near_duplicates: no phash DCT features; candidates beyond radius are not verified")
+        search_radius = int(p.verify_radius) if verify and p.verify_radius is not None else p.radius
+        si, sj, sd = radius_pairs(codes_all[rows], search_radius, n_threads=threads)
+        n_candidates = n_verified = 0
+        if verify and dct is not None:
+            cand = sd > p.radius
+            n_candidates = int(cand.sum())
+            sim = best_view_similarity(dct, rows[si[cand]], rows[sj[cand]], p.orientation_robust)
+            ok_cand = sim >= p.verify_similarity
+            n_verified = int(ok_cand.sum())
+            keep = ~cand
+            keep[np.flatnonzero(cand)[ok_cand]] = True
+            si, sj, sd = si[keep], sj[keep], sd[keep]
         hi, hj, hd = rows[si], rows[sj], sd
         ei, ej = self._exact_pairs(records, ok)
         parts_i, parts_j, parts_d = [hi, ei], [hj, ej], [hd, np.zeros(len(ei), dtype=np.int64)]
         use_jitter = p.jitter and p.hash_kind == "phash"
+        jr = p.radius if p.jitter_radius is None else p.jitter_radius
         if use_jitter and "phash_jitter" not in hashes:
             logger.info("near_duplicates: no phash_jitter hashes; small crops/rotations are not matched")
             use_jitter = False
@@ -397,12 +479,25 @@ class NearDuplicates(_DuplicateCheck):
         if use_jitter:
             jit = np.asarray(hashes["phash_jitter"], dtype=np.uint64)
             with_jitter = np.concatenate([codes_all[:, :1], jit], axis=1)
-            jr = p.radius if p.jitter_radius is None else p.jitter_radius
             ji, jj, jd = radius_pairs(with_jitter[rows], jr, n_threads=threads)
             parts_i.append(rows[ji])
             parts_j.append(rows[jj])
             parts_d.append(jd)
             dist_codes = np.concatenate([codes_all, jit], axis=1)
+        use_center = p.center and p.hash_kind == "phash"
+        if use_center and "phash_center" not in hashes:
+            logger.info("near_duplicates: no phash_center hashes; copies differing at the borders are not matched")
+            use_center = False
+        n_center_pairs = 0
+        if use_center:
+            cen = np.asarray(hashes["phash_center"], dtype=np.uint64)
+            cen = cen if p.orientation_robust else cen[:, :1]
+            ci, cj, cd = radius_pairs(cen[rows], p.center_radius, n_threads=threads)
+            n_center_pairs = len(ci)
+            parts_i.append(rows[ci])
+            parts_j.append(rows[cj])
+            parts_d.append(cd)
+        scale = float(max(search_radius, jr if use_jitter else 0, p.center_radius if use_center else 0) + 1)
         n_embedding_pairs = 0
         if p.embeddings:
             # the label stage computes embeddings only for a labelled set
@@ -433,7 +528,6 @@ class NearDuplicates(_DuplicateCheck):
             i, j, d = i[keep], j[keep], d[keep]
 
         groups = make_groups(components(n, i, j), _areas(records), ctx.paths.to_numpy(dtype=str))
-        scale = float(p.radius + 1)
         nearest = _nearest(n, i, j, d)
         members = np.flatnonzero(groups.group >= 0)
         distance = np.full(n, -1, dtype=np.int64)
@@ -445,11 +539,17 @@ class NearDuplicates(_DuplicateCheck):
         info.update(
             {
                 "radius": p.radius,
+                "verify_radius": search_radius if verify else None,
+                "verify_similarity": p.verify_similarity if verify else None,
+                "num_candidates_verified": n_candidates,
+                "num_candidates_kept": n_verified,
                 "hash_kind": p.hash_kind,
                 "orientation_robust": p.orientation_robust,
                 "jitter": use_jitter,
                 "num_hash_pairs": int(len(hi)),
                 "num_jitter_pairs": int(len(parts_i[2])) if use_jitter else 0,
+                "center": use_center,
+                "num_center_pairs": int(n_center_pairs),
                 "num_embedding_pairs": int(n_embedding_pairs),
                 "num_links_cut": n_cut,
             }
