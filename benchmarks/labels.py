@@ -7,15 +7,21 @@ random other class, half between the confusable pairs T-shirt/top<->Shirt,
 Pullover<->Coat, Sneaker<->Ankle boot), then measures in one run:
 
 - imgaudit ``label_mode="finetune"`` (fastai ``vision_learner``, mobilenet_v2 from
-  ImageNet weights),
-- imgaudit ``label_mode="fast"`` (frozen mobilenet_v2 ImageNet features),
+  ImageNet weights, at imgaudit's default size for 28 px images (32 px) unless
+  ``--train-size``; its probabilities averaged with the fast heads', the default
+  ``finetune_ensemble=True``),
+- imgaudit ``label_mode="fast"`` (frozen mobilenet_v2 ImageNet features + the
+  raw-pixel head imgaudit adds for low-resolution images),
 - the baseline a user writes: scikit-learn LogisticRegression on raw pixels, 5-fold
   out-of-fold probabilities, ``cleanlab.filter.find_label_issues`` (defaults).
 
 For each: precision, recall and F1 of the flagged set against the flipped set,
 AUROC of the label score (lower score = more likely flipped), wall time.
 
-Run: ``.venv/bin/python benchmarks/labels.py`` (about 15-25 minutes on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/labels.py`` (20-60 minutes on 2 shared CPU cores,
+mostly the fine-tune folds; ``--epochs 2`` was used for the recorded run to fit the
+session). ``--threads`` sets torch's CPU threads (default 1: on a loaded 2-core machine
+two threads made mobilenet_v2 training ~10x slower).
 """
 
 from __future__ import annotations
@@ -145,20 +151,29 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--noise", type=float, default=0.10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=4, help="fine-tune epochs (after 1 frozen)")
-    ap.add_argument("--train-size", type=int, default=64, help="fine-tune input size")
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tune epochs (after 1 frozen)")
+    ap.add_argument("--train-size", type=int, default=None,
+                    help="fine-tune input size (default: imgaudit's, from the image sizes)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads; on a shared 2-core machine 1 was ~10x quicker "
+                         "than 2 for mobilenet_v2 training (oversubscription)")
     ap.add_argument("--modes", default="baseline,fast,finetune")
     args = ap.parse_args()
     if not FMNIST.exists():
         print(f"missing {FMNIST} (apt-get install dataset-fashion-mnist)", file=sys.stderr)
         return 2
     os.environ["TORCH_HOME"] = str(torch_home_with_weights())
+    import torch
+
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     root, table, x = build(args.n, args.noise, args.seed)
     truth = (table["true"] != table["given"]).to_numpy()
     print(f"data: {len(table)} images, {truth.sum()} flipped ({args.noise:.0%}), "
           f"written in {time.perf_counter() - t0:.1f}s to {root}", flush=True)
+    print(f"options: epochs {args.epochs} (+1 frozen), train size {args.train_size or 'auto'}, "
+          f"torch threads {args.threads}", flush=True)
     workers = 0  # 28-px PNGs decode faster than worker processes start
     results: dict[str, dict] = {}
     for mode in args.modes.split(","):

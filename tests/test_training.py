@@ -119,6 +119,7 @@ def test_fast_mode_every_image_one_oof_prediction(colour_set, monkeypatch) -> No
     ctx2 = context(root, label_mode="fast", pretrained=False)
     oof2 = ctx2.oof
     assert len(fits) == 1 and oof2.info["cached"]
+    assert oof.info["pixel_head"] == 32  # 32-px images: below FAST_MIN_SIZE, pixel head on
     np.testing.assert_array_equal(oof2.folds, oof.folds)
     np.testing.assert_allclose(oof2.probs[oof.mask], oof.probs[oof.mask])
     again = oof2.predict_views({"identity": lambda im: im}, progress=False)["identity"]
@@ -194,6 +195,57 @@ def test_pretrained_auto_loads_cached_checkpoint(tmp_path, monkeypatch) -> None:
     torch.testing.assert_close(model.conv1.weight, saved["conv1.weight"])
 
 
+# -- fast heads ----------------------------------------------------------------------------
+def _blobs(n: int = 90, d: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n // 3)
+    centres = rng.normal(0, 3, (3, d))
+    return centres[labels] + rng.normal(0, 1, (n, d)), labels
+
+
+def test_fast_heads_with_pixel_head_average_and_round_trip() -> None:
+    raw, labels = _blobs()
+    rng = np.random.default_rng(1)
+    pixels = (raw[:, :8] * 10 + rng.normal(0, 5, (len(raw), 8))).astype(np.float32)
+    mask = np.ones(len(labels), bool)
+    folds = training.make_folds(labels, mask, np.arange(len(labels)), 3, seed=0)
+    rows = np.arange(len(labels))
+    heads, emb = training._fit_heads(raw, rows, labels, mask, folds, 3, 0, False, pixels)
+    assert heads.has_pixels and len(heads.pix_coef) == 3
+    both = heads.probs(0, emb, 3, pixels)
+    only = heads.probs(0, emb, 3)
+    assert not np.allclose(both, only)
+    np.testing.assert_allclose(both.sum(axis=1), 1.0)
+    # the mixture is the mean of the two heads' probabilities
+    z = (pixels - heads.pix_mean) / heads.pix_scale
+    pix_only = heads._softmax(z @ heads.pix_coef[0].T + heads.pix_intercept[0], heads.class_idx[0], 3)
+    np.testing.assert_allclose(both, (only + pix_only) / 2)
+    again = training._FastHeads.from_bytes(heads.to_bytes())
+    np.testing.assert_allclose(again.probs(2, emb, 3, pixels), heads.probs(2, emb, 3, pixels))
+    # without pixels the heads hold none
+    plain, _ = training._fit_heads(raw, rows, labels, mask, folds, 3, 0, False)
+    assert not plain.has_pixels
+    assert not training._FastHeads.from_bytes(plain.to_bytes()).has_pixels
+
+
+def test_fast_heads_degenerate_fold_predicts_its_only_class() -> None:
+    raw, labels = _blobs(n=30)
+    mask = np.ones(len(labels), bool)
+    folds = np.where(labels == 0, 1, 0)  # fold 0 trains on class 0 only
+    heads, emb = training._fit_heads(raw, np.arange(30), labels, mask, folds, 2, 0, False, raw[:, :4])
+    p = heads.probs(0, emb, 3, raw[:, :4])
+    np.testing.assert_allclose(p[:, 0], 1.0)
+
+
+@pytest.mark.parametrize(("side", "expected"), [(28, 28), (48, 32), (64, 0), (300, 0)])
+def test_pixel_head_only_for_low_resolution(side: int, expected: int) -> None:
+    records = pd.DataFrame({"width": [side] * 4, "height": [side + 5] * 4, "ok": True})
+    ctx = types.SimpleNamespace(records=records, config=AuditConfig(pretrained=False, num_workers=0))
+    plan = training.make_plan(ctx, np.ones(4, bool))  # type: ignore[arg-type]
+    assert plan.pixel_size == expected
+    assert plan.size == min(max(side, training.FAST_MIN_SIZE), 224)  # config size 224
+
+
 # -- fine-tune mode --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_finetune_mode_end_to_end(colour_set, monkeypatch) -> None:
@@ -211,6 +263,7 @@ def test_finetune_mode_end_to_end(colour_set, monkeypatch) -> None:
     assert set(oof.folds[ok]) == {0, 1}
     np.testing.assert_allclose(oof.probs[ok].sum(axis=1), 1.0, atol=1e-5)
     assert oof.info["size"] == 32  # median short side, clamped to >= 32
+    assert oof.info["ensemble_heads"] == 2  # CNN mixed with the backbone and pixel heads
     assert not any("flip" in t.lower() or "rot" in t.lower() for t in oof.train_transforms)
     views = oof.predict_views({"identity": lambda im: im}, progress=False)
     np.testing.assert_allclose(views["identity"][ok], oof.probs[ok], atol=1e-5)

@@ -61,13 +61,17 @@ class LabelCheck(Check):
             Fashion-MNIST with 10% flipped labels (``benchmarks/labels.py``).
         score_method
             cleanlab ``get_label_quality_scores`` method ("self_confidence",
-            "normalized_margin", "confidence_weighted_entropy").
+            "normalized_margin", "confidence_weighted_entropy"). "normalized_margin"
+            (given-label probability minus the best other class's) ranks flips better
+            than "self_confidence": label-score AUROC 0.978 vs 0.973 for fast mode's
+            probabilities on ``benchmarks/labels.py``; "confidence_weighted_entropy"
+            was worst (0.953).
         n_confused_pairs
             How many of the most overlapping class pairs go into ``info``.
         """
 
         filter_by: str = "both"
-        score_method: str = "self_confidence"
+        score_method: str = "normalized_margin"
         n_confused_pairs: int = 10
 
     params: Params
