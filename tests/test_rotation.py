@@ -25,9 +25,12 @@ from imgaudit.checks.rotation import (
     find_rotated,
     make_views,
     mean_kl,
+    orientation_head_probs,
+    orientation_loglik,
     orientation_posterior,
     probe_statistics,
     rotate_reflect,
+    rotation_prior,
     trained_families,
 )
 from imgaudit.columns import extra_col, issue_col, score_col
@@ -122,11 +125,22 @@ class PixelPredictor:
             out[name] = p
         return out
 
+    def embed_views(self, oof: OOF, views, progress: bool) -> dict[str, np.ndarray]:
+        # features: the pixels themselves (what OOF.embed_views gets from a backbone)
+        return {name: np.stack([_features(view(im)) for im in self.images]) for name, view in views.items()}
 
-def pixel_context(images: list[Image.Image], labels: list[str], train_transforms=(), mode="fast"):
+
+class NoEmbedPredictor(PixelPredictor):
+    """A predictor that cannot embed views (the check falls back to view log-probs)."""
+
+    embed_views = None  # type: ignore[assignment]
+
+
+def pixel_context(images: list[Image.Image], labels: list[str], train_transforms=(), mode="fast",
+                  predictor=PixelPredictor):
     classes = sorted(set(labels))
     y = np.array([classes.index(lab) for lab in labels])
-    pred = PixelPredictor(images, y, len(classes))
+    pred = predictor(images, y, len(classes))
     probs = pred.predict_views(None, {"identity": lambda im: im}, False)["identity"]
     oof = OOF(
         classes=classes,
@@ -284,40 +298,69 @@ def test_mean_kl_and_pairs_basics():
     assert rows == [{"from": "a", "to": "b", "count": 3, "fraction": 0.75}]
 
 
-def test_orientation_posterior_and_find_rotated_on_constructed_views():
-    """Views of upright images follow a fixed pattern; stored-rotated ones are shifted."""
+def _rotation_codes(rng: np.random.Generator, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Feature codes of the 4 rotations, and of a 180-symmetric class (r, r + 2 alike: a bag)."""
+    codes = rng.normal(0, 1, (4, d))
+    sym = codes.copy()
+    sym[2], sym[3] = sym[0], sym[1]
+    return codes, sym
+
+
+def test_orientation_head_loglik_prior_posterior_on_constructed_features():
+    """Upright images' views follow the rotation codes; stored-rotated ones are shifted."""
     rng = np.random.default_rng(0)
-    k, n = 4, 400
-    y = rng.integers(0, k, n)
-    conf = np.array([0.9, 0.5, 0.6, 0.4])  # how sure a model is of an image rotated by 90*t
-
-    # an image of class c seen rotated by 90*t is read as class (c + t) % k, less surely
-    def probs(total):
-        t = total % 4
-        pred = np.where(rng.random(n) < 0.9, (y + t) % k, rng.integers(0, k, n))
-        p = np.full((n, k), 0.0)
-        p[:] = ((1 - conf[t]) / (k - 1))[:, None]
-        p[np.arange(n), pred] = conf[t]
-        return p
-
+    n, d = 600, 6
+    y = np.repeat([0, 1], n // 2)  # class 1 is 180-symmetric
+    codes, sym = _rotation_codes(rng, d)
     stored = np.zeros(n, int)
-    stored[:12] = [1, 2, 3] * 4  # these images are stored rotated by 90*s ccw
-    views = {name: probs(stored + j) for j, name in enumerate(("identity", "rot90", "rot180", "rot270"))}
+    planted = np.r_[np.arange(0, 18), np.arange(300, 306)]
+    stored[planted] = [1, 2, 3] * 8
+    feats = []
+    for j in range(4):
+        r = (stored + j) % 4
+        c = np.where((y == 1)[:, None], sym[r], codes[r])
+        feats.append(np.hstack([c, rng.normal(0, 1, (n, d))]) + rng.normal(0, 0.25, (n, 2 * d)))
     folds = np.arange(n) % 4
-    post = orientation_posterior(views, y, folds)
-    assert post.shape == (n, 4) and np.allclose(post.sum(axis=1), 1)
+    q = orientation_head_probs(feats, y, folds, min_class_images=20, dims=8)
+    assert q.shape == (n, 4, 4) and np.allclose(q.sum(axis=2), 1)
+    ll = orientation_loglik(q)
+    prior = rotation_prior(ll)
+    # the estimated share of rotated images is near the planted 4%, not the uniform 75%
+    assert 0.01 < 1 - prior[0] < 0.1
+    post = orientation_posterior(ll, prior)
+    assert np.allclose(post.sum(axis=1), 1)
     flag, score, sugg = find_rotated(post, 0.8)
-    assert flag[:12].all() and flag[12:].mean() < 0.02
-    assert sugg[:12].tolist() == [(360 - 90 * s) % 360 for s in stored[:12]]
-    assert (sugg[~flag] == 0).all()
-    assert (score[:12] < 0.2).all() and np.median(score[12:]) > 0.9
-    # without labels the views alone still vote; masked rows stay NaN
+    asym = planted[planted < 300]
+    assert flag[asym].sum() >= 16  # of 18: the averaged views are cautious evidence
+    found = asym[flag[asym]]
+    assert sugg[found].tolist() == [(360 - 90 * s) % 360 for s in stored[found]]
+    # the symmetric class: stored 180 looks upright, never a confident rotation
+    s180 = planted[(planted >= 300) & (stored[planted] == 2)]
+    assert not flag[s180].any()
+    assert flag[np.setdiff1d(np.arange(n), planted)].mean() < 0.01
+    assert (sugg[~flag] == 0).all() and (score[found] < 0.2).all()
+    # masked rows stay NaN; the averaged log-likelihood equals the per-view mean
     folds2 = folds.copy()
     folds2[5] = -1
-    post2 = orientation_posterior(views, np.full(n, -1), folds2)
-    assert np.isnan(post2[5]).all() and np.isfinite(post2[6]).all()
+    q2 = orientation_head_probs(feats, y, folds2, dims=8)
+    assert np.isnan(q2[5]).all() and np.isfinite(q2[6]).all()
+    s_, i_ = 1, 7
+    expect = np.mean([np.log(q[i_, j, (s_ + j) % 4]) for j in range(4)])
+    assert ll[i_, s_] == pytest.approx(expect)
     with pytest.raises(ValueError):
-        orientation_posterior({"identity": views["identity"]}, y, folds)
+        orientation_head_probs(feats[:2], y, folds)
+
+
+def test_rotation_prior_is_the_mixture_weight():
+    """EM on clean evidence recovers the planted shares; no evidence leaves it uniform."""
+    rng = np.random.default_rng(1)
+    stored = rng.choice(4, 2000, p=[0.85, 0.1, 0.05, 0.0])
+    ll = np.where(np.arange(4) == stored[:, None], 0.0, -6.0)
+    pi = rotation_prior(ll)
+    assert np.allclose(pi, [0.85, 0.1, 0.05, 0.0], atol=0.02)
+    assert np.allclose(rotation_prior(np.zeros((10, 4))), 0.25)
+    post = orientation_posterior(np.vstack([ll[:3], np.full((1, 4), np.nan)]))
+    assert np.isnan(post[3]).all() and np.isfinite(post[:3]).all()
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,6 +389,26 @@ def test_check_orientation_dependent_digits_and_planted_rotations():
     assert all(sugg[i] == truth[i] for i in found)
     assert df[score_col("rotation")].between(0, 1).all()
     assert (sugg[~df[issue_col("rotation")].to_numpy()] == 0).all()
+    orient = info["orientation"]
+    assert orient["features"] == "embedded views"
+    # the estimated share of rotated images is the planted one's order (12 of 350)
+    assert 0.01 < orient["estimated_rotated_share"] < 0.15
+    assert set(orient["per_class"]) == set(DIGITS) and orient["n_flagged"] == len(flagged)
+
+
+def test_check_without_view_embeddings_reads_the_view_probabilities():
+    """A predictor that cannot embed views: the orientation head reads the log-probs."""
+    images, labels = make_set("digits", per_class=50)
+    truth = plant_rotations(images, 12)
+    ctx = pixel_context(images, labels, predictor=NoEmbedPredictor)
+    check = RotationCheck()
+    df = check.run(ctx)
+    assert check.info["orientation"]["features"] == "fold-model log-probabilities"
+    flagged = set(np.flatnonzero(df[issue_col("rotation")].to_numpy()))
+    found = flagged & set(truth)
+    assert len(found) >= len(truth) // 3 and len(found) >= 0.5 * len(flagged)
+    sugg = df[extra_col("rotation", "suggested")].to_numpy()
+    assert all(sugg[i] == truth[i] for i in found)
 
 
 def test_check_rotation_invariant_discs_skips_with_findings_in_info():
@@ -434,3 +497,35 @@ def test_audit_end_to_end_on_upright_digits(tmp_path, mobilenet_home):
     assert all(sugg[rel[i]] == truth[i] for i in truth if rel[i] in found)
     aug = res.recommendations["batch_tfms"][0]["kwargs"]
     assert aug["flip_vert"] is False
+
+
+def test_oof_embed_views_with_a_backbone_and_no_extractor_of_its_own(tmp_path):
+    """OOF.embed_views builds the frozen backbone when the predictor has none (finetune mode)."""
+    from imgaudit.training import _Plan
+
+    images, labels = make_set("digits", per_class=2)
+    paths = []
+    for i, im in enumerate(images[:5]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        im.save(paths[-1])
+    plan = _Plan(mode="finetune", arch="mobilenet_v2", pretrained=False, size=32, n_folds=2, epochs=1,
+                 batch_size=4, lr=None, seed=0, workers=0, max_pixels=10**8, progress=False)
+    mask = np.array([True, True, False, True, True])
+    oof = OOF(classes=["a"], labels=np.zeros(5, int), mask=mask, folds=np.where(mask, 0, -1),
+              probs=np.full((5, 1), 1.0), embeddings=None, mode="finetune", train_transforms=[],
+              _predictor=SimpleNamespace(plan=plan, abspaths=paths))
+    views = {v: make_views(())[v] for v in ("identity", "rot180")}
+    emb = oof.embed_views(views, progress=False)
+    assert set(emb) == {"identity", "rot180"}
+    assert emb["identity"].shape[0] == 5 and emb["identity"].shape[1] > 0
+    assert np.isnan(emb["identity"][2]).all() and np.isfinite(emb["identity"][mask]).all()
+    # a digit turned upside down is another picture to the backbone
+    assert not np.allclose(emb["identity"][mask], emb["rot180"][mask])
+    # the backbone is built once and kept on the predictor: the same features again
+    assert oof._predictor._view_extractor is not None
+    again = oof.embed_views({"identity": views["identity"]}, progress=False)["identity"]
+    assert np.allclose(again[mask], emb["identity"][mask], atol=1e-5)
+    user = OOF(classes=["a"], labels=np.zeros(5, int), mask=mask, folds=np.zeros(5, int),
+               probs=np.ones((5, 1)), embeddings=None, mode="user", train_transforms=[])
+    with pytest.raises(NotImplementedError):
+        user.embed_views(views)
