@@ -229,8 +229,9 @@ def test_probe_statistics_verdicts_and_pairs():
         "flip_h": p0.copy(),
         "rot180": _onehotish(swap[pred0], k),
         "rot90": _onehotish(rng.integers(0, k, n), k),
-        # keeps ~83% of the above-chance accuracy: between the thresholds
-        "rot+30": _onehotish(np.where(rng.random(n) < 0.10, (pred0 + 1) % k, pred0), k),
+        # keeps ~85% of the above-chance accuracy (between the thresholds) and swaps some
+        # 6s and 9s: not clearly safe
+        "rot+30": _onehotish(np.where(rng.random(n) < 0.15, swap[pred0], pred0), k),
     }
     info = probe_statistics(views, y, classes, RotationCheck.Params())
     json.dumps(info)  # JSON-serialisable as is
@@ -251,18 +252,44 @@ def test_probe_statistics_verdicts_and_pairs():
     assert set(info["thresholds"]) >= {"safe_retention", "unsafe_retention"}
 
 
-def test_one_wrecked_class_makes_the_view_unsafe():
+def test_one_swapped_class_makes_the_view_unsafe():
     k, n = 10, 1000
     y = np.repeat(np.arange(k), n // k)
     p0 = _onehotish(y, k)
     pv = y.copy()
-    pv[y == 3] = 4  # only class 3 changes under this view
+    pv[y == 6] = 9  # only 6 and 9 change under this view, into each other
+    pv[y == 9] = 6
+    info = probe_statistics({"identity": p0, "rot180": _onehotish(pv, k)}, y, [str(i) for i in range(k)],
+                            RotationCheck.Params())
+    st = info["views"]["rot180"]
+    assert st["retention"] == pytest.approx(0.7 / 0.9, abs=0.02)  # between the thresholds
+    assert info["verdicts"]["rot180"] == "unsafe"
+    assert st["unsafe_classes"] == ["6", "9"]
+    assert st["swapped_classes"] == {"6": ["9"], "9": ["6"]}
+    assert "swaps" in st["evidence"]
+    assert info["sensitive"] is True
+
+
+def test_one_way_collapse_is_novelty_not_a_label_change():
+    """Mirrored boots read as bags (and bags stay bags): the view is new, labels keep."""
+    k, n = 10, 1000
+    y = np.repeat(np.arange(k), n // k)
+    p0 = _onehotish(y, k)
+    pv = y.copy()
+    pv[y == 3] = 4  # class 3 collapses into 4; class 4 stays itself
     info = probe_statistics({"identity": p0, "flip_h": _onehotish(pv, k)}, y, [str(i) for i in range(k)],
                             RotationCheck.Params())
-    assert info["views"]["flip_h"]["retention"] == pytest.approx(0.9 / 1.0 * 1.0, abs=0.02)
-    assert info["verdicts"]["flip_h"] == "unsafe"
-    assert info["views"]["flip_h"]["unsafe_classes"] == ["3"]
-    assert info["sensitive"] is False  # flips are not right-angle rotations
+    st = info["views"]["flip_h"]
+    assert st["retention"] == pytest.approx(0.9, abs=0.02)
+    assert st["unsafe_classes"] == ["3"] and st["wrecked_classes"] == ["3"]
+    assert st["swapped_classes"] == {}
+    assert info["verdicts"]["flip_h"] == "safe"
+    # a bigger one-way cost that leaves the band stays unsafe: magnitude still rules
+    pv2 = y.copy()
+    pv2[y < 4] = 4
+    info2 = probe_statistics({"identity": p0, "flip_h": _onehotish(pv2, k)}, y, [str(i) for i in range(k)],
+                             RotationCheck.Params())
+    assert info2["verdicts"]["flip_h"] == "unsafe"
 
 
 def test_probe_statistics_unclear_at_chance_or_when_trained_with_it():

@@ -10,8 +10,14 @@ depends on that transform:
   relative to the identity view) is **safe** as a training augmentation: the data looks
   the same either way, and augmenting with it teaches the model nothing false;
 - a view that destroys the accuracy (upright garments turned sideways, a "6" turned into
-  a "9") is **unsafe**: the orientation carries information the model uses;
-- between the two, or with too little evidence, the verdict is **unclear**.
+  a "9") is **unsafe**: the orientation carries information the model uses; so is a view
+  that *swaps* two classes (class a's images read as b and b's as a, the 6 <-> 9 case)
+  and wrecks one of them, however little the dataset-wide accuracy moves;
+- between the two, the cost is read by where it goes: when every class pair the view
+  creates is one-way (mirrored ankle boots read as "bag" while mirrored bags stay bags),
+  the model has simply never seen that rendering; no label changes meaning, and
+  augmenting with the view is what teaches it, so the verdict is **safe**. With a swap
+  among the pairs, or too little evidence, the verdict is **unclear**.
 
 Images that are themselves stored rotated (a sideways photo, a lost EXIF orientation) are
 found by a self-supervised orientation head (RotNet-style): the frozen backbone's features
@@ -266,6 +272,25 @@ def class_pairs(
     return rows[:max_pairs]
 
 
+def swapped_classes(pairs: Sequence[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """Classes a view swaps: ``{a: {b, ...}}`` for every pair seen both as a -> b and b -> a.
+
+    ``pairs`` are :func:`class_pairs` rows (already filtered by count and fraction). A swap
+    is what a label-changing view looks like (6 <-> 9 under rot180, b <-> d under a
+    mirror); a one-way pair (a -> b only) is a model meeting a rendering it never saw.
+    """
+    seen = {(r["from"], r["to"]) for r in pairs}
+    out: dict[str, set[str]] = {}
+    for a, b in seen:
+        if (b, a) in seen:
+            out.setdefault(a, set()).add(b)
+    return out
+
+
+def swaps_text(swaps: Mapping[str, set[str]], among: Sequence[str]) -> str:
+    return ", ".join(f"{a} <-> {b}" for a in among for b in sorted(swaps.get(a, ())))
+
+
 def probe_statistics(
     view_probs: Mapping[str, np.ndarray],
     labels: np.ndarray,
@@ -339,6 +364,10 @@ def probe_statistics(
         st["agreement"] = float((predv == pred0).mean()) if len(y) else float("nan")
         st["mean_kl"] = float(kl.mean()) if len(y) else float("nan")
         v, ev = verdict(st, params.safe_retention, params.unsafe_retention, params.min_identity_margin)
+        all_pairs = class_pairs(
+            y, pred0, predv, classes, params.min_pair_count, params.min_pair_fraction, k * k
+        )
+        swaps = swapped_classes(all_pairs)
 
         unsafe_classes: list[str] = []
         wrecked: list[str] = []
@@ -358,15 +387,28 @@ def probe_statistics(
                 unsafe_classes.append(cname)
                 if cs["retention_high"] < params.class_wrecked_retention:
                     wrecked.append(cname)
-        # One class wrecked is enough: augmenting with the view would corrupt that class
-        # (a 6 becomes a 9) even when the dataset-wide accuracy barely moves. A class that
-        # only suffers (a mirrored boot read as a sneaker by a model that never saw one)
-        # is reported, not decisive: the view may be new to the model yet keep the label.
-        if v != "unsafe" and wrecked:
+        # One class wrecked by a swap is enough: augmenting with the view would corrupt
+        # that class (a 6 becomes a 9 and a 9 a 6) even when the dataset-wide accuracy
+        # barely moves. A class that only collapses one way (a mirrored boot read as a bag
+        # by a model that never saw one, while mirrored bags stay bags) is reported, not
+        # decisive: the view is new to the model yet keeps the label.
+        wrecked_swapped = [c for c in wrecked if c in swaps]
+        if v != "unsafe" and wrecked_swapped:
             v = "unsafe"
-            ev = f"{ev}; but it wrecks class(es) {wrecked}"
+            ev = f"{ev}; but it swaps and wrecks class(es) {wrecked_swapped} ({swaps_text(swaps, wrecked_swapped)})"
+        elif (v == "unclear" and not swaps and st["retention_low"] >= params.unsafe_retention
+              and st["accuracy_identity"] - chance >= params.min_identity_margin):
+            v = "safe"
+            ev = (
+                f"{ev}; the accuracy it costs goes one way only (no two classes swap), so the "
+                "model has not seen this rendering but no label changes meaning: safe to augment"
+            )
+            if unsafe_classes:
+                ev = f"{ev} (hurt most: {unsafe_classes})"
         elif unsafe_classes:
             ev = f"{ev}; classes hurt most: {unsafe_classes}"
+        elif swaps and v == "unclear":
+            ev = f"{ev}; classes swap ({swaps_text(swaps, sorted(swaps))})"
         if fam in trained_with:
             v = "unclear"
             ev = f"the fold models were trained with this augmentation, so they are invariant to it by construction; {ev}"
@@ -375,11 +417,10 @@ def probe_statistics(
         st["verdict"], st["evidence"] = v, ev
         st["unsafe_classes"] = unsafe_classes
         st["wrecked_classes"] = wrecked
+        st["swapped_classes"] = {c: sorted(o) for c, o in sorted(swaps.items())}
         views[name] = st
         verdicts[name] = v
-        pairs[name] = class_pairs(
-            y, pred0, predv, classes, params.min_pair_count, params.min_pair_fraction, params.max_pairs
-        )
+        pairs[name] = all_pairs[: params.max_pairs]
 
     sensitive = any(verdicts.get(n) == "unsafe" for n in RIGHT_ANGLES)
     return {
@@ -682,8 +723,11 @@ class RotationCheck(Check):
             Classes with fewer evaluated images get no per-class verdict ("unclear").
         class_wrecked_retention
             A view is "unsafe" whatever its dataset-wide retention when some class's
-            retention interval lies wholly below this (the view turns that class into
-            another one).
+            retention interval lies wholly below this and the view swaps that class with
+            another (:func:`swapped_classes`: a -> b and b -> a, each in at least
+            ``min_pair_fraction`` of its class): the view turns one class into another.
+            A view whose retention lies between the thresholds and creates no swap is
+            "safe": its cost goes one way, from a rendering the model never saw.
         min_pair_count, min_pair_fraction, max_pairs
             Class pairs (``a -> b``) reported per view: seen at least ``min_pair_count``
             times and in at least ``min_pair_fraction`` of class ``a``; at most ``max_pairs``.
