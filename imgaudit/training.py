@@ -1110,16 +1110,28 @@ def _run_fast(
         )
         embeddings = np.full((n, emb.shape[1]), np.nan)
         embeddings[readable] = emb
-        row_of = np.full(n, -1)
-        row_of[readable] = np.arange(len(readable))
-        for f in range(n_folds):
-            rows = np.flatnonzero(mask & (folds == f))
-            if len(rows):
-                rpix = pix[row_of[rows]] if pix is not None else None
-                probs[rows] = heads.probs(f, emb[row_of[rows]], k, rpix)
+        probs = _heads_oof_probs(heads, emb, pix, readable, mask, folds, n_folds, k)
         blobs["heads"] = heads.to_bytes()
     arrays = {"mask": mask, "folds": folds, "probs": probs, "embeddings": embeddings}
     return arrays, {"n_folds": n_folds, "lr": None}, blobs
+
+
+def _heads_oof_probs(
+    heads: _FastHeads, emb: np.ndarray, pix: np.ndarray | None, readable: np.ndarray,
+    mask: np.ndarray, folds: np.ndarray, n_folds: int, k: int,
+) -> np.ndarray:
+    """(N, k) out-of-fold probabilities of the fitted heads: each predicted row by its
+    own fold's head; ``emb``/``pix`` hold the ``readable`` rows only. NaN elsewhere."""
+    n = len(mask)
+    probs = np.full((n, k), np.nan)
+    row_of = np.full(n, -1)
+    row_of[readable] = np.arange(len(readable))
+    for f in range(n_folds):
+        rows = np.flatnonzero(mask & (folds == f))
+        if len(rows):
+            rpix = pix[row_of[rows]] if pix is not None else None
+            probs[rows] = heads.probs(f, emb[row_of[rows]], k, rpix)
+    return probs
 
 
 def _run_finetune(
@@ -1149,14 +1161,7 @@ def _run_finetune(
         embeddings = np.full((n, emb.shape[1]), np.nan)
         embeddings[readable] = emb
         if head_folds:
-            fast_probs = np.full((n, k), np.nan)
-            row_of = np.full(n, -1)
-            row_of[readable] = np.arange(len(readable))
-            for f in range(head_folds):
-                rows = np.flatnonzero(mask & (folds == f))
-                if len(rows):
-                    rpix = pix[row_of[rows]] if pix is not None else None
-                    fast_probs[rows] = heads.probs(f, emb[row_of[rows]], k, rpix)
+            fast_probs = _heads_oof_probs(heads, emb, pix, readable, mask, folds, head_folds, k)
             n_heads = 2 if heads.has_pixels else 1
             blobs_heads = heads.to_bytes()
     del extractor
