@@ -141,7 +141,7 @@ def image_stats(img: Image.Image, gray: Image.Image | None = None, rgb: np.ndarr
     the grey std) does depend on the scale, so it is computed on the grey image
     resized (box filter: area average) to a short side of :data:`STAT_SIDE`,
     never upsampled. Percentiles come from 256-bin histograms (no sorting). The
-    loops are compiled (:mod:`imgaudit._stats_kernel`).
+    loops are compiled (:mod:`imgaudit._kernels`).
 
     Parameters
     ----------
