@@ -565,9 +565,19 @@ class _FastHeads:
 # predictors: re-run the fold models under views
 # ---------------------------------------------------------------------------------------
 class _Predictor:
-    def __init__(self, plan: _Plan, abspaths: list[str]) -> None:
+    def __init__(
+        self, plan: _Plan, abspaths: list[str], extractor: FeatureExtractor | None = None
+    ) -> None:
         self.plan = plan
         self.abspaths = abspaths
+        # the frozen backbone (fast heads' features, OOF.embed_views): the one that made
+        # this run's embeddings when there is one, else built on first use (a cache restore)
+        self._extractor = extractor
+
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.plan.arch, self.plan.pretrained, self.plan.seed)
+        return self._extractor
 
     def predict_views(
         self, oof: OOF, views: dict[str, View], progress: bool
@@ -594,16 +604,8 @@ class _FastPredictor(_Predictor):
         self, plan: _Plan, abspaths: list[str], heads: _FastHeads,
         extractor: FeatureExtractor | None = None,
     ) -> None:
-        super().__init__(plan, abspaths)
+        super().__init__(plan, abspaths, extractor)
         self.heads = heads
-        # the backbone that made the embeddings, when this run made them (a cache
-        # restore builds it on the first predict_views call)
-        self._extractor = extractor
-
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = FeatureExtractor(self.plan.arch, self.plan.pretrained, self.plan.seed)
-        return self._extractor
 
     def _predict(
         self, oof: OOF, views: list[View], progress: bool
@@ -645,12 +647,6 @@ class _FinetunePredictor(_Predictor):
         self.states = states
         self.n_classes = n_classes
         self.heads = heads
-        self._extractor: FeatureExtractor | None = None
-
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = FeatureExtractor(self.plan.arch, self.plan.pretrained, self.plan.seed)
-        return self._extractor
 
     def _fast_probs(self, fold: int, x: torch.Tensor, k: int) -> np.ndarray:
         """(B, V, K) fast-head probabilities of a (B, V, 3, S, S) batch."""
