@@ -17,6 +17,14 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
 fi
 "$VPY" -m pip install -q --upgrade pip wheel
 if ! "$VPY" -c "import torch, torchvision" 2>/dev/null; then
+  # The CUDA build of torch takes about 5.5 GB in the venv (7.3 GB with everything):
+  # say so plainly instead of letting pip die half-way with "No space left on device".
+  FREE_KB="$(df -Pk . | awk 'NR==2 {print $4}')"
+  if [ "${FREE_KB:-0}" -lt 8000000 ]; then
+    echo "[setup] error: $(( ${FREE_KB:-0} / 1024 )) MB free on $(df -P . | awk 'NR==2 {print $6}');" \
+         "the venv needs about 7.5 GB (torch 2.14.1 is a CUDA build). Free some space and rerun." >&2
+    exit 1
+  fi
   echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (about a minute)"
   "$VPY" -m pip install -q torch==2.14.1 torchvision==0.29.1
 fi
