@@ -56,12 +56,13 @@ class AuditConfig:
         the smallest power-of-two scale that is still at least this big; other
         formats are box-reduced by an integer factor to at least this). 64 is what
         the sharpness statistic (computed at a 64 px short side), the 32x32 hashes
-        and 128 px thumbnails of ~1024 px photos need (a 1024x768 JPEG decodes at
+        of ~1024 px photos need (a 1024x768 JPEG decodes at
         1/8, 128x96); a larger value only costs decode time (128, the former
         default, decodes such photos at 1/4: ~35% more time per image in
         ``benchmarks/duplicates.py``).
     thumbnail_size
-        Longest side of the cached thumbnails used by reports and galleries.
+        Longest side of the thumbnails of reports and galleries (made on demand
+        for the images they show, then cached).
     max_pixels
         Decompression-bomb guard: images whose header claims more pixels are
         reported unreadable without being decoded.

@@ -15,9 +15,11 @@ For each image of the table the pass reads the file once and computes
   and phash's real-valued low-frequency DCT block
   (:func:`imgaudit.hashing.hash_image`, the block in :attr:`DecodeOutput.features`),
   of the decoded image box-reduced to a 32..63 px short side (:func:`_hash_input`);
-- a JPEG thumbnail (longest side ``config.thumbnail_size``, or the decoded size
-  when that is smaller: the decode scale is chosen for it, see
-  :attr:`imgaudit.config.AuditConfig.decode_size`).
+
+Thumbnails are not made here: a report or gallery shows a few hundred flagged
+images, so :meth:`DecodeOutput.thumbnail` (and the report) make those on demand
+from the source file and cache them (:func:`make_thumbnail`). Making one for every
+image cost ~5% of the pass and ~5 KB of cache per image that nobody looked at.
 
 What it costs per image, and why it is shaped this way: JPEGs are decoded in
 ``draft`` mode at the smallest 1/2..1/8 scale that keeps ``decode_size`` pixels
@@ -25,8 +27,7 @@ on the short side (1/8 for ~1024 px photos: entropy decoding is then most of the
 pass); one grayscale conversion feeds the statistics and every hash; phash's 32x32
 grid feeds its 8 dihedral views, its 8 jitter views, its centre views and the DCT
 feature (in one compiled call); the statistics are one compiled call too
-(:mod:`imgaudit._kernels`); the thumbnail is the decoded image itself when it is
-already small enough. Worker processes freeze the heap they inherit from the
+(:mod:`imgaudit._kernels`). Worker processes freeze the heap they inherit from the
 parent, so the garbage collector does not walk it for every few hundred images.
 
 Work is spread over processes in chunks (``config.workers()``, resolved at call
@@ -50,7 +51,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: bump when the content of a record changes, so old cache entries are not reused
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 #: short side (pixels) of the image the sharpness statistic is computed on: a fixed
 #: scale, so that it does not depend on the file's resolution (equal to the default
 #: ``decode_size``, so a large JPEG needs no extra resize beyond the draft decode)
@@ -121,8 +122,9 @@ class DecodeOptions:
 
     def namespace(self) -> str:
         """Cache namespace of records decoded with these options."""
+        # thumbnail_size is not part of it: records do not depend on it
         return "decode-" + key_of(RECORD_VERSION, STAT_SIDE, HASH_SIDE, self.decode_size, self.max_pixels,
-                                  sorted(self.hash_kinds), self.thumbnail_size)[:16]  # fmt: skip
+                                  sorted(self.hash_kinds))[:16]  # fmt: skip
 
     def thumb_namespace(self) -> str:
         return thumb_namespace(self.thumbnail_size)
@@ -170,12 +172,24 @@ def image_stats(img: Image.Image, gray: Image.Image | None = None, rgb: np.ndarr
 
 def _thumbnail_bytes(img: Image.Image, size: int) -> bytes:
     if max(img.size) > size:
-        # only when the decode left it larger (a non-JPEG, a large decode_size)
         img = img.copy()
         img.thumbnail((size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=THUMB_QUALITY)
     return buf.getvalue()
+
+
+def make_thumbnail(source: str | os.PathLike[str] | bytes, size: int, max_pixels: int | None = None) -> bytes:
+    """A JPEG thumbnail (RGB, as displayed, longest side ``size``) of an image file.
+
+    Decodes at thumbnail scale (JPEG draft mode: a few ms for a 1024 px photo).
+    Raises :class:`imgaudit.imaging.UnreadableImage` (with its ``reason``) when the
+    file cannot be decoded.
+    """
+    from .imaging import DEFAULT_MAX_PIXELS
+
+    li = load_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, decode_size=size)
+    return _thumbnail_bytes(li.image, size)
 
 
 def _hash_input(gray: Image.Image) -> Image.Image:
@@ -195,8 +209,8 @@ def _failed(reason: str, **extra: Any) -> dict[str, Any]:
 
 def analyse_bytes(
     data: bytes, opts: DecodeOptions, sha1: str | None = None
-) -> tuple[dict[str, Any], dict[str, bytes], bytes | None, bytes | None]:
-    """Decode one file's bytes: ``(record, {kind: hashes}, DCT feature, thumbnail JPEG)``.
+) -> tuple[dict[str, Any], dict[str, bytes], bytes | None]:
+    """Decode one file's bytes: ``(record, {kind: hashes}, DCT feature)``.
 
     Hashes are the 8 uint64 codes of each kind as little-endian bytes (cheaper to
     pass between processes and to store than Python ints).
@@ -211,7 +225,7 @@ def analyse_bytes(
     try:
         li = load_image(data, max_pixels=opts.max_pixels, decode_size=opts.decode_size)
     except UnreadableImage as exc:
-        return _failed(exc.reason, sha1=sha1, file_size=len(data)), {}, None, None
+        return _failed(exc.reason, sha1=sha1, file_size=len(data)), {}, None
     img = li.image
     pixels = img.tobytes()  # RGB: for the pixel hash and, as an array, the statistics
     rec: dict[str, Any] = {
@@ -238,7 +252,7 @@ def analyse_bytes(
         out = hash_image(_hash_input(gray), opts.hash_kinds)
         hashes = {k: v.astype("<u8").tobytes() for k, v in out.hashes.items()}
         dct = out.dct.tobytes() if out.dct is not None else None
-    return rec, hashes, dct, _thumbnail_bytes(img, opts.thumbnail_size)
+    return rec, hashes, dct
 
 
 # worker-process state, set once per process by _init_worker
@@ -246,8 +260,8 @@ _OPTS: DecodeOptions | None = None
 _KNOWN: frozenset[str] = frozenset()
 
 _Task = tuple[int, str, int, int]  # (row, absolute path, size, mtime_ns)
-# (row, sha1, record or None when cached, hashes, DCT feature bytes, thumbnail)
-_Result = tuple[int, "str | None", "dict[str, Any] | None", dict[str, bytes], "bytes | None", "bytes | None"]
+# (row, sha1, record or None when cached, hashes, DCT feature bytes)
+_Result = tuple[int, "str | None", "dict[str, Any] | None", dict[str, bytes], "bytes | None"]
 
 
 def _init_worker(opts: DecodeOptions, known: frozenset[str], in_pool: bool = False) -> None:
@@ -270,13 +284,13 @@ def _process(task: _Task) -> _Result:
             data = fh.read()
     except OSError as exc:
         reason = _stat_problem(path) or f"cannot open file: {exc.strerror or exc}"
-        return i, None, _failed(reason), {}, None, None
+        return i, None, _failed(reason), {}, None
     sha1 = hashlib.sha1(data).hexdigest()
     if sha1 in _KNOWN:
         # renamed or copied file: the record of these bytes is in the cache already
-        return i, sha1, None, {}, None, None
-    rec, hashes, dct, thumb = analyse_bytes(data, _OPTS, sha1)
-    return i, sha1, rec, hashes, dct, thumb
+        return i, sha1, None, {}, None
+    rec, hashes, dct = analyse_bytes(data, _OPTS, sha1)
+    return i, sha1, rec, hashes, dct
 
 
 def _process_chunk(tasks: list[_Task]) -> list[_Result]:
@@ -368,19 +382,34 @@ class DecodeOutput:
     stats: dict[str, int] = field(default_factory=dict)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     _cache: Cache | None = field(default=None, repr=False)
-    _thumb_ns: str = "thumb"
+    _thumb_size: int = 128
+    _source: Callable[[str], str] | None = field(default=None, repr=False)
     _memory_thumbs: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def thumbnail(self, path: str) -> Image.Image | None:
-        """The thumbnail of an image (RGB, longest side ``thumbnail_size``); None if unreadable."""
+        """The thumbnail of an image (RGB, longest side ``thumbnail_size``); None if unreadable.
+
+        Made from the source file on first use (:func:`make_thumbnail`) and kept in
+        the cache (namespace :func:`thumb_namespace`, keyed by the file's sha1).
+        """
         if path not in self.records.index:
             raise KeyError(path)
         sha1 = self.records.at[path, "sha1"]
         if not self.records.at[path, "ok"] or not isinstance(sha1, str):
             return None
+        ns = thumb_namespace(self._thumb_size)
         data = self._memory_thumbs.get(sha1)
         if data is None and self._cache is not None:
-            data = self._cache.get(self._thumb_ns, sha1)
+            data = self._cache.get(ns, sha1)
+        if data is None and self._source is not None:
+            try:
+                data = make_thumbnail(self._source(path), self._thumb_size)
+            except UnreadableImage:  # changed on disk since the pass
+                return None
+            if self._cache is not None:
+                self._cache.put_many(ns, {sha1: data})
+            else:
+                self._memory_thumbs[sha1] = data
         if data is None:
             return None
         img = Image.open(io.BytesIO(data))
@@ -413,7 +442,7 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     >>> out.records[["width", "height", "ok"]].head()                          # doctest: +SKIP
     """
     opts = DecodeOptions.from_config(config)
-    ns, tns = opts.namespace(), opts.thumb_namespace()
+    ns = opts.namespace()
     table = imageset.table
     n = len(table)
     results: list[dict[str, Any] | None] = [None] * n
@@ -463,10 +492,8 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
 
     # 2. everything else: read + hash the bytes; decode only unseen content
     decoded = 0
-    memory_thumbs: dict[str, bytes] = {}
     task_of = {t[0]: t for t in tasks}
     pending_recs: dict[str, bytes] = {}
-    pending_thumbs: dict[str, bytes] = {}
     pending_stats: list[tuple[str, int, int, str]] = []
 
     def flush() -> None:
@@ -474,12 +501,9 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
             return
         if pending_recs:
             cache.put_many(ns, pending_recs)
-        if pending_thumbs:
-            cache.put_many(tns, pending_thumbs)
         if pending_stats:
             cache.remember_stats(pending_stats)
         pending_recs.clear()
-        pending_thumbs.clear()
         pending_stats.clear()
 
     reuse: list[tuple[int, str]] = []
@@ -488,7 +512,7 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     bar = tqdm(total=len(tasks), desc="decoding images", unit="img", disable=None if config.progress else True)
     try:
         for chunk in _run_tasks(tasks, opts, known, config.workers()):
-            for i, sha1, maybe_rec, hs, dct, thumb in chunk:
+            for i, sha1, maybe_rec, hs, dct in chunk:
                 t = task_of[i]
                 if maybe_rec is None:  # cached content under another path
                     reuse.append((i, str(sha1)))
@@ -500,11 +524,6 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
                         decoded += 1
                         if cache is not None:
                             pending_recs[sha1] = _encode_record(rec, hs, dct)
-                        if thumb is not None:
-                            if cache is None:
-                                memory_thumbs[sha1] = thumb
-                            else:
-                                pending_thumbs[sha1] = thumb
                 if sha1 is not None:
                     pending_stats.append((t[1], t[2], t[3], sha1))
             bar.update(len(chunk))
@@ -525,7 +544,9 @@ def run_decode_pass(imageset: ImageSet, config: AuditConfig, cache: Cache | None
     stats = {"decoded": decoded, "from_cache": from_cache, "failed": failed, "total": n}
     logger.info("decode pass: %s", stats)
     features = {"phash_dct": dct_all} if with_dct else {}
-    return DecodeOutput(records, hashes, stats, features, cache, tns, memory_thumbs)
+    return DecodeOutput(
+        records, hashes, stats, features, cache, opts.thumbnail_size, lambda p: os.fspath(imageset.abspath(p))
+    )
 
 
 def _records_frame(results: Iterable[dict[str, Any] | None], index: pd.Index) -> pd.DataFrame:

@@ -6,8 +6,11 @@ like and on why a file cannot be read:
 
 1. the header's pixel count is checked against ``max_pixels`` *before* any pixel
    is decoded (decompression bombs never allocate);
-2. JPEGs are decoded with ``draft`` at the smallest power-of-two scale whose short
-   side is still at least ``decode_size`` (2-8x less decoding work);
+2. JPEGs are decoded at the smallest power-of-two scale whose short side is still
+   at least ``decode_size`` (2-8x less decoding work): by libjpeg-turbo through
+   ``simplejpeg`` when it is installed and the JPEG is plain YCbCr or grey (one C
+   call from memory; ~10% faster than Pillow's chunked decoder, same pixels), else
+   by Pillow in ``draft`` mode;
 3. every mode becomes RGB the way a viewer shows it: palette/LA/RGBA transparency
    is composited on white, CMYK/YCbCr/1-bit are converted, 16-bit and 32-bit
    integer and float images are scaled to 8 bits (not clipped);
@@ -269,6 +272,30 @@ def load_image(
     return _decode_bytes(data, max_pixels, decode_size)
 
 
+try:  # optional fast path for JPEGs (see the module docstring)
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - depends on the environment
+    _simplejpeg = None
+
+
+def _fast_jpeg(data: bytes, im: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+    """``data`` decoded by libjpeg-turbo at the smallest scale of at least ``size``,
+    in ``im``'s mode (RGB or L); None when the fast path does not apply or fails
+    (Pillow then decodes the file and says what is wrong with it)."""
+    if _simplejpeg is None or im.mode not in ("RGB", "L"):
+        return None
+    try:
+        # strict (the default): a warning (a truncated file, say) raises
+        arr = _simplejpeg.decode_jpeg(
+            data, colorspace="RGB" if im.mode == "RGB" else "GRAY", min_width=size[0], min_height=size[1]
+        )
+    except (ValueError, RuntimeError, MemoryError):
+        return None
+    if im.mode == "L":
+        return Image.fromarray(arr[:, :, 0], "L")
+    return Image.fromarray(arr, "RGB")
+
+
 def _decode_bytes(data: bytes, max_pixels: int, decode_size: int | None) -> LoadedImage:
     if not data:
         raise UnreadableImage("zero-byte file")
@@ -291,12 +318,12 @@ def _decode_bytes(data: bytes, max_pixels: int, decode_size: int | None) -> Load
         # no im.close(): the returned RGB image may be ``im`` itself, and the
         # in-memory buffer needs no closing
         try:
-            return _decode_open(im, max_pixels, decode_size)
+            return _decode_open(im, max_pixels, decode_size, data)
         except _DECODE_ERRORS as exc:
             raise UnreadableImage(_describe(exc)) from exc
 
 
-def _decode_open(im: Image.Image, max_pixels: int, decode_size: int | None) -> LoadedImage:
+def _decode_open(im: Image.Image, max_pixels: int, decode_size: int | None, data: bytes | None = None) -> LoadedImage:
     full_w, full_h = im.size
     if full_w <= 0 or full_h <= 0:
         raise UnreadableImage(f"corrupt: header claims size {full_w}x{full_h}")
@@ -307,14 +334,27 @@ def _decode_open(im: Image.Image, max_pixels: int, decode_size: int | None) -> L
         )
     mode, fmt = im.mode, im.format
     channels = len(im.getbands())
-    if decode_size and fmt == "JPEG":
+    decoded: Image.Image | None = None
+    if fmt == "JPEG":
+        want = (full_w, full_h)
         short = min(full_w, full_h)
-        if short > decode_size:
+        if decode_size and short > decode_size:
             k = decode_size / short
-            im.draft(im.mode, (max(1, int(full_w * k)), max(1, int(full_h * k))))
-    im.load()
+            want = (max(1, int(full_w * k)), max(1, int(full_h * k)))
+        if data is not None:
+            # the power-of-two scale Pillow's draft picks for ``want``; asking
+            # libjpeg-turbo for exactly that size keeps it off its other M/8 scales,
+            # so both paths give the same pixels (and the same cached records)
+            ratio = min(full_w // want[0], full_h // want[1])
+            scale = next(f for f in (8, 4, 2, 1) if ratio >= f)
+            decoded = _fast_jpeg(data, im, (-(-full_w // scale), -(-full_h // scale)))
+        if decoded is None and want != (full_w, full_h):
+            im.draft(im.mode, want)
+    if decoded is None:
+        im.load()
+        decoded = im
     orientation = _exif_orientation(im)
-    rgb = to_rgb(im)
+    rgb = to_rgb(decoded)
     if decode_size:
         factor = min(rgb.size) // decode_size
         if factor >= 2:

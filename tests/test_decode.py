@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgaudit.cache import Cache
 from imgaudit.config import AuditConfig
-from imgaudit.decode import RECORD_COLUMNS, _hash_input, run_decode_pass
+from imgaudit.decode import RECORD_COLUMNS, _hash_input, run_decode_pass, thumb_namespace
 from imgaudit.hashing import compute_hashes
 from imgaudit.imageset import load_images
 from imgaudit.imaging import load_image
@@ -223,3 +223,21 @@ def test_dct_features_are_decoded_cached_and_zero_when_unreadable(dataset_dir: P
     assert np.array_equal(again.features["phash_dct"], dct)
     cache.close()
     assert run_decode_pass(ims, _cfg(hash_kinds=("dhash",)), None).features == {}
+
+
+def test_thumbnails_are_made_on_first_use_and_cached(dataset_dir: Path, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cfg = _cfg(thumbnail_size=48)
+    out = run_decode_pass(_load(dataset_dir), cfg, cache)
+    ns = thumb_namespace(48)
+    # the pass itself makes none: only the images a report shows get one
+    assert cache.keys(ns) == set()
+    thumb = out.thumbnail("cup/big.jpg")
+    assert thumb is not None and max(thumb.size) == 48 and thumb.mode == "RGB"
+    assert cache.keys(ns) == {out.records.at["cup/big.jpg", "sha1"]}
+    # the next audit finds it in the cache, even with the source file gone
+    again = run_decode_pass(_load(dataset_dir), cfg, cache)
+    again._source = None
+    assert again.thumbnail("cup/big.jpg").size == thumb.size
+    assert again.thumbnail("cat/img_00.jpg") is None  # never made, no source to make it from
+    cache.close()

@@ -152,3 +152,48 @@ def test_no_blanket_exception_handlers() -> None:
     src = Path(imaging.__file__).read_text()
     assert not re.search(r"except\s+(Exception|BaseException)\s*:", src)
     assert not re.search(r"except\s*:", src)
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    img = photo("astronaut", 5, (333, 251))  # odd sizes: partial MCUs at every scale
+    out = {}
+    for sub in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
+        out[f"subsampling{sub}"] = jpeg_bytes(img, subsampling=sub)
+    out["progressive"] = jpeg_bytes(img, progressive=True)
+    out["gray"] = jpeg_bytes(img.convert("L"))
+    out["exif6"] = exif_rotated_jpeg(img, 6)
+    buf = io.BytesIO()
+    img.convert("CMYK").save(buf, format="JPEG")
+    out["cmyk"] = buf.getvalue()
+    return out
+
+
+@pytest.mark.skipif(imaging._simplejpeg is None, reason="simplejpeg not installed")
+@pytest.mark.parametrize("decode_size", [None, 32, 64, 100, 200])
+def test_fast_jpeg_path_gives_pillows_pixels(decode_size: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, data in _jpeg_variants().items():
+        fast = load_image(data, decode_size=decode_size)
+        with monkeypatch.context() as m:
+            m.setattr(imaging, "_simplejpeg", None)
+            slow = load_image(data, decode_size=decode_size)
+        assert (fast.width, fast.height, fast.mode, fast.channels, fast.exif_orientation) == (
+            slow.width, slow.height, slow.mode, slow.channels, slow.exif_orientation), name  # fmt: skip
+        assert fast.image.mode == "RGB" and fast.image.size == slow.image.size, (name, fast.image.size, slow.image.size)
+        assert np.array_equal(np.asarray(fast.image), np.asarray(slow.image)), name
+
+
+@pytest.mark.skipif(imaging._simplejpeg is None, reason="simplejpeg not installed")
+def test_fast_jpeg_path_falls_back_for_broken_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = imaging._fast_jpeg
+
+    def spy(*a: object) -> object:
+        out = real(*a)  # type: ignore[arg-type]
+        calls.append(out is None)
+        return out
+
+    monkeypatch.setattr(imaging, "_fast_jpeg", spy)
+    good = jpeg_bytes(photo("coffee", 3, (256, 192)))
+    assert load_image(good, decode_size=64).image.size == (128, 96)
+    assert _reason(good[: len(good) // 2], decode_size=64).startswith("truncated:")
+    assert calls == [False, True]  # the fast path decoded the good file, refused the truncated one

@@ -15,8 +15,9 @@ every check's findings show up as soon as the check lands:
 
 Galleries are capped (``max_per_gallery``) while every count stays complete, so a
 50,000-image dataset still gives a small report that opens quickly. Thumbnails
-come from the audit cache (namespace ``thumb-<size>``, keyed by the file's sha1,
-filled by the decode pass); missing ones are made from the source file once and cached.
+come from the audit cache (namespace ``thumb-<size>``, keyed by the file's sha1);
+missing ones are made from the source file once (:func:`imgaudit.decode.make_thumbnail`)
+and cached, so only the images a report shows ever get one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import pandas as pd
 from .. import __version__
 from .._io import atomic_write
 from ..columns import extra_col, issue_col, score_col
-from ..decode import _thumbnail_bytes, thumb_namespace
+from ..decode import make_thumbnail, thumb_namespace
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -287,17 +288,15 @@ class ThumbnailStore:
             self.cache.put_many(thumb_namespace(self.size), new)
 
     def _make(self, path: str) -> bytes | None:
-        from ..imaging import UnreadableImage, load_image
+        from ..imaging import UnreadableImage
 
         try:
-            # decode at thumbnail scale: JPEG draft mode keeps this cheap for big photos
-            img = load_image(self.root / path, decode_size=self.size).image
+            data = make_thumbnail(self.root / path, self.size)
         except UnreadableImage as err:  # the tile says why instead of showing a picture
             self._reason[path] = err.reason
             return None
         self.made += 1
-        # made as the decode pass makes them: both go into the same cache namespace
-        return _thumbnail_bytes(img, self.size)
+        return data
 
     def image(self, path: str) -> Image.Image | None:
         from PIL import Image
