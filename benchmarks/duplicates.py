@@ -13,7 +13,7 @@ section). Builds everything it needs under ``.bench/duplicates`` from real photo
    imagehash-phash loop (all pairs within 10 bits). Also the distance
    distributions the default radius was chosen from.
 2. hashing speed: images/s of imgaudit's shared decode pass as ``audit()`` runs it
-   (default hash kinds, statistics, thumbnails, a cold on-disk cache) on >= 2,000
+   (default hash kinds, statistics, a cold on-disk cache) on >= 2,000
    ~1024 px JPEGs vs ``imagehash.phash(Image.open(p))`` (timed before and after).
 3. search: 10^5 and 10^6 random 64-bit codes with 10^4 planted pairs (1..8 bits
    apart), radius 8: time, peak memory, exactness against brute force on a sample,
@@ -425,8 +425,9 @@ def build_speed_set(n: int, seed: int = 0) -> Path:
 def _timed_pass(folder: Path, **options: object) -> tuple[float, int, dict[str, int]]:
     """images/s of imgaudit's shared decode pass as ``audit()`` runs it: the image
     table loaded from the folder, then :func:`imgaudit.decode.run_decode_pass` with
-    the audit's config (default hash kinds, statistics, thumbnails) and a fresh
-    on-disk cache (a first audit writes every record and thumbnail to it)."""
+    the audit's config (default hash kinds, statistics; thumbnails are made later,
+    only for the images a report shows) and a fresh on-disk cache (a first audit
+    writes every record to it)."""
     from imgaudit import load_images
     from imgaudit.cache import Cache
     from imgaudit.config import AuditConfig
@@ -473,16 +474,24 @@ def section_speed(n: int) -> None:
     rate, ok, stats = _timed_pass(folder)
     rate_phash, _, _ = _timed_pass(folder, hash_kinds=("phash",))
     rate_128, _, _ = _timed_pass(folder, decode_size=128)
+    import imgaudit.imaging as imaging
+
+    fast_jpeg, imaging._simplejpeg = imaging._simplejpeg, None  # Pillow's decoder (forked workers inherit it)
+    try:
+        rate_pil, _, _ = _timed_pass(folder)
+    finally:
+        imaging._simplejpeg = fast_jpeg
     loop2 = loop_rate()
     loop = (loop1 + loop2) / 2
     print(f"plain imagehash.phash(Image.open(p)) loop: {loop1:7.1f} images/s before, {loop2:7.1f} after (mean {loop:.1f})")
     print(f"imgaudit decode pass as audit() runs it (hash_kinds={defaults.hash_kinds}, decode_size="
-          f"{defaults.decode_size}, stats + {defaults.thumbnail_size}px thumbnails, cold on-disk cache, "
+          f"{defaults.decode_size}, stats, cold on-disk cache, "
           f"{defaults.workers()} workers): {rate:7.1f} images/s = {rate / loop:.1f}x the loop "
           f"({ok}/{n} ok, {stats['decoded']} decoded) -> target >= 5x "
           + ("MET" if rate / loop >= 5 else "MISSED"))  # fmt: skip
     print(f"  same, hash_kinds=('phash',): {rate_phash:7.1f} images/s = {rate_phash / loop:.1f}x")
     print(f"  same, decode_size=128 (the previous default): {rate_128:7.1f} images/s = {rate_128 / loop:.1f}x")
+    print(f"  same, Pillow's JPEG decoder instead of simplejpeg's: {rate_pil:7.1f} images/s = {rate_pil / loop:.1f}x")
 
 
 # -- 3. search scale -----------------------------------------------------------------------

@@ -125,12 +125,14 @@ def warp_dct_kernel(grid, aspect, borders, angles, dct8, out):  # type: ignore[n
     warp_kernel(grid, aspect, borders, angles, warped)
     tmp = np.empty((k, n))
     for v in range(warped.shape[0]):
+        # row-major order (the innermost loop runs along a row of ``warped``, so it
+        # vectorises); every tmp[u, c] still sums over r in order: same numbers
+        tmp[:, :] = 0.0
         for u in range(k):
-            for c in range(n):
-                acc = 0.0
-                for r in range(n):
-                    acc += dct8[u, r] * warped[v, r, c]
-                tmp[u, c] = acc
+            for r in range(n):
+                a = dct8[u, r]
+                for c in range(n):
+                    tmp[u, c] += a * warped[v, r, c]
         for u in range(k):
             for w in range(k):
                 acc = 0.0
