@@ -6,9 +6,9 @@ a rotation verdict and a recommendation) over 20,000 real small JPEG files, then
 ``write_report`` twice:
 
 1. cold: no thumbnail cached, every gallery thumbnail is made from its source file
-   through the library's image loader (and cached);
-2. warm: thumbnails come from the cache (what follows an audit, whose decode pass
-   caches them).
+   through the library's image loader (and cached): the first report after an audit
+   (the decode pass makes no thumbnails);
+2. warm: thumbnails come from the cache (every later report of the same data).
 
 Prints the timings, the report size and the number of thumbnails embedded.
 Target: under 30 s on the 2-core development machine.
