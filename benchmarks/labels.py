@@ -10,17 +10,17 @@ Pullover<->Coat, Sneaker<->Ankle boot), then measures in one run:
   ImageNet weights, at imgaudit's default size for 28 px images (32 px) unless
   ``--train-size``; its probabilities averaged with the fast heads', the default
   ``finetune_ensemble=True``),
-- imgaudit ``label_mode="fast"`` (frozen mobilenet_v2 ImageNet features + the
-  raw-pixel head imgaudit adds for low-resolution images),
+- imgaudit ``label_mode="fast"`` (frozen mobilenet_v2 ImageNet features at 64 and
+  96 px + the raw-pixel head imgaudit adds for low-resolution images),
 - the baseline a user writes: scikit-learn LogisticRegression on raw pixels, 5-fold
   out-of-fold probabilities, ``cleanlab.filter.find_label_issues`` (defaults).
 
 For each: precision, recall and F1 of the flagged set against the flipped set,
 AUROC of the label score (lower score = more likely flipped), wall time.
 
-Run: ``.venv/bin/python benchmarks/labels.py`` (20-60 minutes on 2 shared CPU cores,
-mostly the fine-tune folds; ``--epochs 2`` was used for the recorded run to fit the
-session). ``--threads`` sets torch's CPU threads (default 1: on a loaded 2-core machine
+Run: ``.venv/bin/python benchmarks/labels.py`` (15-40 minutes on 2 shared CPU cores,
+mostly the fine-tune folds; the session-3 record used the default ``--epochs 3``).
+``--threads`` sets torch's CPU threads (default 1: on a loaded 2-core machine
 two threads made mobilenet_v2 training ~10x slower).
 """
 

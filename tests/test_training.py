@@ -120,6 +120,9 @@ def test_fast_mode_every_image_one_oof_prediction(colour_set, monkeypatch) -> No
     oof2 = ctx2.oof
     assert len(fits) == 1 and oof2.info["cached"]
     assert oof.info["pixel_head"] == 32  # 32-px images: below FAST_MIN_SIZE, pixel head on
+    # ... and a second backbone scale, whose heads the cached predictor restores
+    assert oof.info["extra_scales"] == list(training.FAST_EXTRA_SCALES)
+    assert len(oof2._predictor.heads.extra) == len(training.FAST_EXTRA_SCALES)
     np.testing.assert_array_equal(oof2.folds, oof.folds)
     np.testing.assert_allclose(oof2.probs[oof.mask], oof.probs[oof.mask])
     again = oof2.predict_views({"identity": lambda im: im}, progress=False)["identity"]
@@ -228,6 +231,41 @@ def test_fast_heads_with_pixel_head_average_and_round_trip() -> None:
     assert not training._FastHeads.from_bytes(plain.to_bytes()).has_pixels
 
 
+def test_pixel_pca_and_extra_scale_heads_average_and_round_trip(monkeypatch) -> None:
+    raw, labels = _blobs()
+    raw2, _ = _blobs(seed=3)  # "another scale": other features of the same images
+    rng = np.random.default_rng(1)
+    pixels = (raw[:, :8] * 10 + rng.normal(0, 5, (len(raw), 8))).astype(np.float32)
+    monkeypatch.setattr(training, "FAST_PIXEL_PCA_DIMS", 4)
+    mask = np.ones(len(labels), bool)
+    folds = training.make_folds(labels, mask, np.arange(len(labels)), 3, seed=0)
+    rows = np.arange(len(labels))
+    heads, emb = training._fit_heads(raw, rows, labels, mask, folds, 3, 0, False, pixels, [raw2])
+    # the pixel head reads 4 principal components of the 8 standardised pixels
+    assert heads.pix_components is not None and heads.pix_components.shape == (4, 8)
+    assert heads.pix_coef[0].shape == (3, 4)
+    assert len(heads.extra) == 1 and heads.n_heads == 3 and len(heads.extra[0].coef) == 3
+    assert not heads.extra[0].has_pixels
+    p = heads.probs(1, emb, 3, pixels, [raw2])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # the mixture is the plain mean of the three heads
+    main = heads._softmax(emb @ heads.coef[1].T + heads.intercept[1], heads.class_idx[1], 3)
+    pix = heads._softmax(
+        heads.embed_pixels(pixels) @ heads.pix_coef[1].T + heads.pix_intercept[1],
+        heads.class_idx[1], 3,
+    )
+    sub = heads.extra[0]
+    scale2 = sub.probs(1, sub.embed(raw2.astype(np.float64)), 3)
+    np.testing.assert_allclose(p, (main + pix + scale2) / 3)
+    # and it survives the cache
+    again = training._FastHeads.from_bytes(heads.to_bytes())
+    assert again.n_heads == 3
+    np.testing.assert_allclose(again.probs(1, emb, 3, pixels, [raw2]), p)
+    # the blobs are separable from both sides: every head beats chance out of fold
+    oof = training._heads_oof_probs(heads, emb, pixels, rows, mask, folds, 3, 3, [raw2])
+    assert (oof.argmax(axis=1) == labels).mean() > 0.9
+
+
 def test_fast_heads_degenerate_fold_predicts_its_only_class() -> None:
     raw, labels = _blobs(n=30)
     mask = np.ones(len(labels), bool)
@@ -243,6 +281,8 @@ def test_pixel_head_only_for_low_resolution(side: int, expected: int) -> None:
     ctx = types.SimpleNamespace(records=records, config=AuditConfig(pretrained=False, num_workers=0))
     plan = training.make_plan(ctx, np.ones(4, bool))  # type: ignore[arg-type]
     assert plan.pixel_size == expected
+    # low-resolution images are also read at a second backbone scale
+    assert plan.scales == (training.FAST_EXTRA_SCALES if expected else ())
     assert plan.size == min(max(side, training.FAST_MIN_SIZE), 224)  # config size 224
 
 
