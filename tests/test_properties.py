@@ -168,3 +168,78 @@ def test_hostile_corpus_through_every_property_check(hostile_dir: Path, tree_che
     for name, df in frames.items():
         assert df[score_col(name)].between(0, 1).all()
     assert tree_checksum(hostile_dir) == before
+
+
+# -- blurry: absolute floor + blurrier than its peers -----------------------------------
+
+
+def _sharpness_ctx(sharpness: np.ndarray, labels: list[str] | None = None, gray_std: float = 0.2):
+    """A context whose decode records hold the given sharpness values (the rule only)."""
+    from types import SimpleNamespace
+
+    paths = pd.Index([f"img_{i:04d}.png" for i in range(len(sharpness))], name="path")
+    rec = pd.DataFrame({"ok": True, "sharpness": np.asarray(sharpness, float), "gray_std": gray_std}, index=paths)
+    lab = pd.Series(labels, index=paths) if labels is not None else None
+    return SimpleNamespace(records=rec, paths=paths, labels=lab)
+
+
+def _blurry(ctx, **params) -> tuple[pd.DataFrame, dict]:
+    from imgaudit.checks.properties import Blurry
+
+    check = Blurry(**params)
+    return check.validate(check.run(ctx), ctx.paths), check.info
+
+
+def test_blurry_flags_the_soft_outlier_of_a_uniformly_soft_dataset() -> None:
+    """Upscaled scans are all soft: only the one much blurrier than its peers is flagged."""
+    rng = np.random.default_rng(0)
+    s = np.exp(rng.normal(np.log(0.3), 0.08, 60))  # around 0.3: most below the former 0.35
+    s[7] = 0.12  # blurred: 2.5x softer than its peers, above the absolute floor
+    df, info = _blurry(_sharpness_ctx(s))
+    flagged = np.flatnonzero(df[issue_col("blurry")].to_numpy())
+    assert flagged.tolist() == [7]
+    assert info["n_relative"] == 1 and info["n_hopeless"] == 0
+    z = df[extra_col("blurry", "zscore")]
+    assert z.iloc[7] < -2.5 and z.drop(z.index[7]).min() > -2.5
+    score = df[score_col("blurry")]
+    assert score.iloc[7] < 0.5 and (score.drop(score.index[7]) >= 0.5).all()
+    # the former absolute rule, still available as options, flags most of the dataset
+    old, _ = _blurry(_sharpness_ctx(s), threshold=0.35, relative=False)
+    assert old[issue_col("blurry")].mean() > 0.5
+
+
+def test_blurry_peers_are_the_class_and_the_floor_is_absolute() -> None:
+    """A naturally soft class is not flagged for being softer than a sharp class, and a
+    blurred image of the sharp class is flagged although it is sharper than the soft class."""
+    rng = np.random.default_rng(1)
+    sharp = np.exp(rng.normal(np.log(0.9), 0.15, 30))
+    soft = np.exp(rng.normal(np.log(0.25), 0.15, 30))
+    sharp[3] = 0.3  # blurred photo: a third of its class, but above the soft class's median
+    soft[5] = 0.05  # hopeless: below the floor
+    s = np.r_[sharp, soft]
+    labels = ["sharp"] * 30 + ["soft"] * 30
+    df, info = _blurry(_sharpness_ctx(s, labels))
+    flagged = set(np.flatnonzero(df[issue_col("blurry")].to_numpy()))
+    assert flagged == {3, 35}
+    assert set(info["peer_median"]) == {"sharp", "soft"}
+    assert info["n_hopeless"] == 1 and info["n_relative"] == 1
+    # pooled over the dataset (classes too small to be peers) the two classes' spread
+    # hides the blurred photo: the class is the right reference
+    pooled, pinfo = _blurry(_sharpness_ctx(s, labels), min_peers=31)
+    assert set(pinfo["peer_median"]) == {"(all)"}
+    assert not pooled[issue_col("blurry")].iloc[3] and pooled[issue_col("blurry")].iloc[35]
+
+
+def test_blurry_relative_rule_needs_peers_and_contrast() -> None:
+    # too few images for a peer comparison: only the floor applies
+    df, info = _blurry(_sharpness_ctx(np.r_[np.full(9, 0.9), 0.2]))
+    assert not df[issue_col("blurry")].any() and info["peer_median"] == {}
+    assert df[extra_col("blurry", "zscore")].isna().all()
+    # identical images: a tiny deviation is no outlier (the spread has a floor, and the ratio)
+    s = np.full(40, 0.5)
+    s[0] = 0.49
+    df, _ = _blurry(_sharpness_ctx(s))
+    assert not df[issue_col("blurry")].any()
+    # near-constant images are not applicable
+    df, _ = _blurry(_sharpness_ctx(np.full(30, 0.01), gray_std=0.001))
+    assert not df[issue_col("blurry")].any() and (df[score_col("blurry")] == 1.0).all()

@@ -22,15 +22,19 @@ from imgaudit.checks.base import SkipCheck
 from imgaudit.checks.rotation import (
     RotationCheck,
     class_pairs,
+    combined_loglik,
+    drop_angles,
     find_rotated,
     make_views,
     mean_kl,
     orientation_head_probs,
+    orientation_heads,
     orientation_loglik,
     orientation_posterior,
     probe_statistics,
     rotate_reflect,
     rotation_prior,
+    symmetric_angles,
     trained_families,
 )
 from imgaudit.columns import extra_col, issue_col, score_col
@@ -378,6 +382,73 @@ def test_orientation_head_loglik_prior_posterior_on_constructed_features():
         orientation_head_probs(feats[:2], y, folds)
 
 
+def test_orientation_heads_class_and_pooled_and_their_combination():
+    """Both heads read the constructed rotation codes; small classes have no class head."""
+    rng = np.random.default_rng(3)
+    n, d = 400, 6
+    y = np.repeat([0, 1], n // 2)
+    y[:12] = 2  # a class too small for a head of its own
+    codes, _ = _rotation_codes(rng, d)
+    feats = [np.hstack([np.repeat(codes[j][None], n, 0), rng.normal(0, 1, (n, d))]) + rng.normal(0, 0.2, (n, 2 * d))
+             for j in range(4)]
+    folds = np.arange(n) % 4
+    per_class, pooled = orientation_heads(feats, y, folds, min_class_images=20, dims=8)
+    assert np.isnan(per_class[y == 2]).all() and np.isfinite(per_class[y != 2]).all()
+    assert np.isfinite(pooled).all()
+    # orientation_head_probs: the class head where there is one, else the pooled head
+    q = orientation_head_probs(feats, y, folds, min_class_images=20, dims=8)
+    assert np.allclose(q[y != 2], per_class[y != 2]) and np.allclose(q[y == 2], pooled[y == 2])
+    # every view is read as its own rotation by both heads
+    for h in (per_class[y != 2], pooled):
+        assert (h.argmax(axis=2) == np.arange(4)).mean() > 0.95
+    ll = combined_loglik(per_class, pooled, 0.5)
+    expect = orientation_loglik(pooled) + 0.5 * np.nan_to_num(orientation_loglik(per_class))
+    assert np.allclose(ll, expect)
+    assert np.allclose(combined_loglik(per_class, pooled, 0.0), orientation_loglik(pooled))
+    assert (ll.argmax(axis=1) == 0).all()
+
+
+def test_symmetric_angles_follow_the_per_class_verdicts_and_drop_angles_folds_them():
+    params = RotationCheck.Params(min_class_count=20)
+
+    def st(verdict, n=40):
+        return {"verdict": verdict, "n": n}
+
+    stats = {
+        "views": {"rot90": st("unsafe"), "rot180": st("safe"), "rot270": st("unsafe")},
+        "per_class": {
+            "0": {"rot90": st("unsafe"), "rot180": st("safe"), "rot270": st("unsafe")},
+            "6": {"rot90": st("unsafe"), "rot180": st("unsafe"), "rot270": st("unsafe")},
+            # too few images for a verdict of its own: the dataset's verdicts apply
+            "x": {"rot90": st("unclear", 5), "rot180": st("unclear", 5), "rot270": st("unclear", 5)},
+            "+": {"rot90": st("safe"), "rot180": st("safe"), "rot270": st("safe")},
+        },
+    }
+    got = symmetric_angles(stats, ["0", "6", "x", "+"], params)
+    assert got == {"0": [180], "x": [180], "+": [90, 180, 270]}
+    post = np.array([[0.1, 0.0, 0.9, 0.0], [0.1, 0.0, 0.9, 0.0], [0.1, 0.8, 0.1, 0.0], [np.nan] * 4])
+    labels = np.array([0, 1, 3, 0])
+    out = drop_angles(post, labels, ["0", "6", "x", "+"], got)
+    assert np.allclose(out[0], [1.0, 0, 0, 0])  # an upside-down-looking 0 is not claimed
+    assert np.allclose(out[1], post[1])  # a 6 upside down is
+    assert np.allclose(out[2], [1.0, 0, 0, 0])
+    assert np.isnan(out[3]).all()
+    flag, _, _ = find_rotated(out, 0.8)
+    assert flag.tolist() == [False, True, False, False]
+    # with the heads' readings: an angle is given up only where the class reads as stored
+    # at it more often than at the other right angles (a symmetry, not accidents)
+    n = 40
+    labels = np.repeat([0, 3], n)
+    ll = np.zeros((2 * n, 4))
+    ll[:, 1:] = -5.0
+    ll[:8, 2] = 3.0  # class "0": 8 of 40 read as upside down, none sideways
+    ll[n : n + 2, 1] = ll[n + 2 : n + 4, 2] = ll[n + 4 : n + 6, 3] = 3.0  # "+": evenly, 2 per angle
+    got = symmetric_angles(stats, ["0", "6", "x", "+"], params, ll, labels)
+    assert got == {"0": [180]}
+    # no reading at the angle at all: nothing to give up
+    assert symmetric_angles(stats, ["0", "6", "x", "+"], params, np.zeros((2 * n, 4)) - np.r_[0, 1, 1, 1], labels) == {}
+
+
 def test_rotation_prior_is_the_mixture_weight():
     """EM on clean evidence recovers the planted shares; no evidence leaves it uniform."""
     rng = np.random.default_rng(1)
@@ -421,6 +492,8 @@ def test_check_orientation_dependent_digits_and_planted_rotations():
     # the estimated share of rotated images is the planted one's order (12 of 350)
     assert 0.01 < orient["estimated_rotated_share"] < 0.15
     assert set(orient["per_class"]) == set(DIGITS) and orient["n_flagged"] == len(flagged)
+    # no class of these digits reads the same at a right angle: every angle can be claimed
+    assert orient["not_claimed"] == {}
 
 
 def test_check_without_view_embeddings_reads_the_view_probabilities():
