@@ -1315,7 +1315,8 @@ def _run_finetune(
         tmp = OOF(classes, labels, mask, folds, probs, None, "finetune", [], _predictor=predictor)
         probs[:] = predictor.predict_views(tmp, {"identity": _identity}, plan.progress)["identity"]
         if fast_probs is not None:
-            # every model weighs the same: the CNN and each fast head (backbone, pixels).
+            # every model weighs the same: the CNN and each fast head (backbone, its
+            # extra scales, pixels).
             # Their errors differ (fine-tuned vs frozen features), so the mean is better
             # calibrated than either: fold 0 of benchmarks/labels.py, label-score AUROC
             # 0.966 (CNN), 0.980 (fast heads), 0.982 (mean). _FinetunePredictor

@@ -303,7 +303,10 @@ def test_finetune_mode_end_to_end(colour_set, monkeypatch) -> None:
     assert set(oof.folds[ok]) == {0, 1}
     np.testing.assert_allclose(oof.probs[ok].sum(axis=1), 1.0, atol=1e-5)
     assert oof.info["size"] == 32  # median short side, clamped to >= 32
-    assert oof.info["ensemble_heads"] == 2  # CNN mixed with the backbone and pixel heads
+    # CNN mixed with the fast heads: backbone, each extra backbone scale and (images
+    # under 64 px) the pixel head
+    assert oof.info["extra_scales"] == list(training.FAST_EXTRA_SCALES)
+    assert oof.info["ensemble_heads"] == 2 + len(training.FAST_EXTRA_SCALES)
     assert not any("flip" in t.lower() or "rot" in t.lower() for t in oof.train_transforms)
     views = oof.predict_views({"identity": lambda im: im}, progress=False)
     np.testing.assert_allclose(views["identity"][ok], oof.probs[ok], atol=1e-5)
