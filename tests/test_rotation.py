@@ -162,7 +162,7 @@ def pixel_context(images: list[Image.Image], labels: list[str], train_transforms
         labels=pd.Series(labels, index=paths),
         oof=oof,
         paths=paths,
-        config=SimpleNamespace(progress=False),
+        config=SimpleNamespace(progress=False, seed=0),
     )
 
 

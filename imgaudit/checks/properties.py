@@ -151,6 +151,14 @@ class OddAspectRatio(Check):
         return _frame(ctx, self.name, issue, kept, ok)
 
 
+def _robust_z(x: np.ndarray, min_sigma: float) -> tuple[np.ndarray, float, float]:
+    """``((x - median) / sigma, median, sigma)``, sigma = max(1.4826 x MAD, ``min_sigma``):
+    a z-score that the outliers it looks for do not move."""
+    med = float(np.median(x))
+    sigma = max(1.4826 * float(np.median(np.abs(x - med))), min_sigma)
+    return (x - med) / sigma, med, sigma
+
+
 class OddSize(Check):
     """Area far outside the dataset's own size distribution.
 
@@ -186,10 +194,7 @@ class OddSize(Check):
         z = np.zeros(len(rec))
         if ok.any():
             la = np.log(np.maximum(area[ok], 1.0))
-            med = float(np.median(la))
-            mad = float(np.median(np.abs(la - med)))
-            sigma = max(1.4826 * mad, self.params.min_sigma)
-            z[ok] = (la - med) / sigma
+            z[ok], med, sigma = _robust_z(la, self.params.min_sigma)
             self.info = {"median_area": float(math.exp(med)), "log_area_sigma": sigma}
         issue = np.abs(z) > self.params.z_threshold
         score = np.power(0.5, (z / self.params.z_threshold) ** 2)
@@ -405,10 +410,8 @@ class Blurry(Check):
             peer = np.where(np.isin(groups, list(big)), groups, "")
             for g in set(peer[applies]):
                 m = applies & (peer == g)
-                med = float(np.median(logs[m]))
                 # a floor on the spread: identical images must not turn noise into z-scores
-                mad = max(1.4826 * float(np.median(np.abs(logs[m] - med))), 1e-3)
-                zscore[m] = (logs[m] - med) / mad
+                zscore[m], med, _ = _robust_z(logs[m], 1e-3)
                 medians[g or "(all)"] = float(np.exp(med))
                 # severity >= 1 when both conditions hold; 0.5 at the boundary, as elsewhere
                 sev = np.minimum(-zscore[m] / p.z, (logs[m] - med) / math.log(p.max_ratio))

@@ -458,15 +458,29 @@ def _lda() -> Any:
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
 
 
+def class_or_pooled(per_class: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Per image, the class head's readings where its class has one, else the pooled head's."""
+    own = np.isfinite(per_class).all(axis=(1, 2))
+    return np.where(own[:, None, None], per_class, pooled)
+
+
 def orientation_head_probs(
+    view_features: Sequence[np.ndarray], labels: np.ndarray, folds: np.ndarray, **options: Any
+) -> np.ndarray:
+    """(N, 4, 4) readings of :func:`orientation_heads` (same arguments): the class head
+    where the image's class has one, else the pooled head (:func:`class_or_pooled`)."""
+    return class_or_pooled(*orientation_heads(view_features, labels, folds, **options))
+
+
+def orientation_heads(
     view_features: Sequence[np.ndarray],
     labels: np.ndarray,
     folds: np.ndarray,
     min_class_images: int = 20,
     dims: int = 256,
     seed: int = 0,
-) -> np.ndarray:
-    """Out-of-fold "which rotation is this view" probabilities (a RotNet-style head).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold "which rotation is this view" readings (RotNet-style heads): ``(per_class, pooled)``.
 
     Self-supervised orientation classification (Gidaris et al. 2018, "Unsupervised
     representation learning by predicting image rotations") on frozen features: the
@@ -474,9 +488,9 @@ def orientation_head_probs(
     by 0, 90, 180, 270 degrees ccw". Most stored images are upright, so the few that
     are not are label noise to the head. The head is class-conditional: one per given
     class (what "upright" looks like differs between a boot and a bag), trained on that
-    class's images of the other folds; classes with fewer than ``min_class_images``
-    such images, and unlabeled images, use one head pooled over all classes
-    (:func:`orientation_heads` gives both heads' readings separately).
+    class's images of the other folds (``per_class``; NaN for unlabeled images and for
+    classes with fewer than ``min_class_images`` such images). ``pooled`` is one head trained on
+    every class's views of the other folds, for every image.
 
     Parameters
     ----------
@@ -496,29 +510,10 @@ def orientation_head_probs(
 
     Returns
     -------
-    np.ndarray
-        (N, 4, 4): ``[i, j, r]`` = probability that view ``j`` of image ``i`` shows an
-        upright image rotated by ``90 * r`` degrees ccw; NaN rows where not computable.
-    """
-    per_class, pooled = orientation_heads(view_features, labels, folds, min_class_images, dims, seed)
-    own = np.isfinite(per_class).all(axis=(1, 2))
-    return np.where(own[:, None, None], per_class, pooled)
-
-
-def orientation_heads(
-    view_features: Sequence[np.ndarray],
-    labels: np.ndarray,
-    folds: np.ndarray,
-    min_class_images: int = 20,
-    dims: int = 256,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The class heads' and the pooled head's out-of-fold readings, separately.
-
-    Same head as :func:`orientation_head_probs`; returns ``(per_class, pooled)``, both
-    (N, 4, 4). ``per_class`` is NaN for images whose class has fewer than
-    ``min_class_images`` training images (and for unlabeled ones); ``pooled`` is the
-    head trained on every class's views of the other folds, for every image.
+    tuple of np.ndarray
+        ``(per_class, pooled)``, each (N, 4, 4): ``[i, j, r]`` = probability that view
+        ``j`` of image ``i`` shows an upright image rotated by ``90 * r`` degrees ccw;
+        NaN rows where not computable.
     """
     from sklearn.decomposition import PCA
 
@@ -801,7 +796,7 @@ def find_rotated(
     filled = np.where(finite[:, None], post, 0.0)
     best = filled.argmax(axis=1)
     flag = finite & (best != 0) & (filled.max(axis=1) >= min_posterior)
-    score = np.where(finite, np.clip(filled[:, 0], 0.0, 1.0), np.nan)
+    score = np.where(finite, filled[:, 0], np.nan)
     suggested = np.where(flag, (360 - 90 * best) % 360, 0).astype(int)
     return flag, score, suggested
 
@@ -937,7 +932,8 @@ class RotationCheck(Check):
                 + ", ".join(f"{v}={stats['verdicts'][v]}" for v in RIGHT_ANGLES if v in stats["verdicts"])
                 + "): orientation carries no signal to find rotated images with"
             )
-        orient = {v: make_views(())[v] for v in ORIENT_VIEWS}
+        right_angle_views = make_views(())
+        orient = {v: right_angle_views[v] for v in ORIENT_VIEWS}
         try:
             emb = oof.embed_views(orient, progress=ctx.config.progress)
             feats = [emb[v] for v in ORIENT_VIEWS]
@@ -948,10 +944,9 @@ class RotationCheck(Check):
             source = "fold-model log-probabilities"
         folds = np.where(oof.mask, oof.folds, -1)
         per_class_q, pooled_q = orientation_heads(
-            feats, oof.labels, folds, p.min_class_images, p.orientation_dims,
-            int(getattr(ctx.config, "seed", 0) or 0),
+            feats, oof.labels, folds, p.min_class_images, p.orientation_dims, ctx.config.seed
         )
-        q = np.where(np.isfinite(per_class_q).all(axis=(1, 2))[:, None, None], per_class_q, pooled_q)
+        q = class_or_pooled(per_class_q, pooled_q)
         if source == "embedded views":
             loglik = combined_loglik(per_class_q, pooled_q, p.class_head_weight)
         else:
